@@ -1,0 +1,41 @@
+# Switchboard. `make run` starts the stack on ./data; `make test` runs the suite.
+export GOTOOLCHAIN := auto
+export CGO_ENABLED := 1
+
+GO      ?= go
+BIN     := bin/switchboard
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/switchboard-im/switchboard/internal/buildinfo.Version=$(VERSION) \
+           -X github.com/switchboard-im/switchboard/internal/buildinfo.Commit=$(COMMIT)
+DATA    ?= ./data
+# go test timeout per package; the whole suite must stay under 15 minutes.
+TEST_TIMEOUT ?= 10m
+
+.PHONY: all build run test test-deps bench lint clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/switchboard
+
+run: build
+	./$(BIN) run --data $(DATA)
+
+# Peers the tests start themselves (PostgreSQL). Installed when missing and
+# running as root; otherwise the tests say what is missing.
+test-deps:
+	@./scripts/install-test-deps.sh
+
+test: test-deps
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+bench: build
+	$(GO) run ./cmd/switchboard-bench --binary $(BIN)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/switchboard-im/switchboard/homeserver"
+	"github.com/switchboard-im/switchboard/homeserver/config"
+	"github.com/switchboard-im/switchboard/internal/buildinfo"
+)
+
+func cmdVersion(_ []string, stdout io.Writer) error {
+	fmt.Fprintln(stdout, buildinfo.String())
+	return nil
+}
+
+func cmdInit(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("init", flag.ContinueOnError)
+	data := fs.String("data", "", "data directory to create (required)")
+	def := config.Default()
+	serverName := fs.String("server-name", def.ServerName, "Matrix server name (the part after ':' in user IDs)")
+	listen := fs.String("listen", def.Listen, "HOST:PORT for the client-server API")
+	publicURL := fs.String("public-url", "", "URL clients use to reach the server (default http://LISTEN)")
+	database := fs.String("database", def.Database, "sqlite:FILE or postgres://… URI")
+	if pos, err := parseFlags(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	if *data == "" {
+		return usagef("--data DIR is required")
+	}
+	cfg := def
+	cfg.ServerName, cfg.Listen, cfg.Database = *serverName, *listen, *database
+	cfg.PublicURL = *publicURL
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = "http://" + cfg.Listen
+	}
+	if err := config.Init(*data, cfg); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Wrote %s and the signing key. Start with: switchboard run --data %s\n", config.Path(*data), *data)
+	return nil
+}
+
+// loadOrInit loads the config, writing defaults first if there is none.
+func loadOrInit(dataDir string, stdout io.Writer) (*config.Config, error) {
+	if _, err := os.Stat(config.Path(dataDir)); errors.Is(err, os.ErrNotExist) {
+		if err := config.Init(dataDir, config.Default()); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(stdout, "First start: wrote %s with defaults (edit it and restart to change them).\n", config.Path(dataDir))
+	}
+	return config.Load(dataDir)
+}
+
+func newLogger(cfg config.LoggingConfig) zerolog.Logger {
+	level, _ := zerolog.ParseLevel(cfg.Level)
+	var w io.Writer = os.Stderr
+	if cfg.Format == "pretty" {
+		w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.DateTime}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+func cmdRun(args []string, stdout io.Writer) error {
+	return serve("run", args, stdout)
+}
+
+func cmdHomeserver(args []string, stdout io.Writer) error {
+	return serve("homeserver", args, stdout)
+}
+
+// serve starts the components. Today the homeserver is the only one; the
+// bridges, webhooks and integration manager join "run" as they land.
+func serve(name string, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	data := dataFlag(fs)
+	if pos, err := parseFlags(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	cfg, err := loadOrInit(*data, stdout)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Logging)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	hs, err := homeserver.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, `
+%s
+  Homeserver:   %s  (server name %q, listening on %s)
+  Config:       %s
+  Database:     %s
+
+Create your first admin user (works while the server runs):
+  switchboard user add --data %s --admin YOURNAME
+
+Then log in from any Matrix client with homeserver %s.
+Stop with Ctrl-C.
+
+`, buildinfo.String(), cfg.PublicURL, cfg.ServerName, cfg.Listen, config.Path(*data), describeDatabase(cfg.Database), *data, cfg.PublicURL)
+	err = hs.Run(ctx)
+	log.Info().Msg("Stopped")
+	return err
+}
+
+func describeDatabase(uri string) string {
+	dialect, _, _ := config.SplitDatabase(uri)
+	if dialect == "sqlite3" {
+		return uri
+	}
+	return "PostgreSQL"
+}

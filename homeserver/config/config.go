@@ -1,0 +1,392 @@
+// Package config owns switchboard.yaml: its schema, defaults, the commented
+// file that `switchboard init` writes, and validation that names the offending
+// key. Every other package receives an already-validated *Config.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// FileName is the config file's name inside the data directory.
+const FileName = "switchboard.yaml"
+
+// Registration modes for /register.
+const (
+	RegistrationClosed = "closed"
+	RegistrationToken  = "token"
+	RegistrationOpen   = "open"
+)
+
+// Config is the whole of switchboard.yaml. Field comments live in template.go,
+// which is what operators read; keep the two in step.
+type Config struct {
+	ServerName       string `yaml:"server_name"`
+	PublicURL        string `yaml:"public_url"`
+	Listen           string `yaml:"listen"`
+	Database         string `yaml:"database"`
+	DatabaseMaxConns int    `yaml:"database_max_conns"`
+	SigningKeyPath   string `yaml:"signing_key_path"`
+
+	Registration RegistrationConfig `yaml:"registration"`
+	Auth         AuthConfig         `yaml:"auth"`
+	RateLimits   RateLimitsConfig   `yaml:"rate_limits"`
+	HTTP         HTTPConfig         `yaml:"http"`
+	WellKnown    WellKnownConfig    `yaml:"well_known"`
+	Metrics      MetricsConfig      `yaml:"metrics"`
+	Logging      LoggingConfig      `yaml:"logging"`
+
+	// DataDir is where the file was loaded from; relative paths resolve against it.
+	DataDir string `yaml:"-"`
+}
+
+type RegistrationConfig struct {
+	Mode         string `yaml:"mode"`
+	SharedSecret string `yaml:"shared_secret"`
+}
+
+type AuthConfig struct {
+	// AccessTokenLifetime applies to tokens issued to clients that support
+	// refresh tokens; others get non-expiring tokens (the spec leaves this to us).
+	AccessTokenLifetime Duration `yaml:"access_token_lifetime"`
+	PasswordHashing     Argon2   `yaml:"password_hashing"`
+	MinPasswordLength   int      `yaml:"min_password_length"`
+}
+
+// Argon2 holds argon2id cost parameters.
+type Argon2 struct {
+	MemoryKiB   uint32 `yaml:"memory_kib"`
+	Iterations  uint32 `yaml:"iterations"`
+	Parallelism uint8  `yaml:"parallelism"`
+}
+
+type RateLimit struct {
+	PerSecond float64 `yaml:"per_second"`
+	Burst     int     `yaml:"burst"`
+}
+
+type RateLimitsConfig struct {
+	Login          RateLimit `yaml:"login"`
+	FailedLogin    RateLimit `yaml:"failed_login"`
+	Register       RateLimit `yaml:"register"`
+	AdminRegister  RateLimit `yaml:"admin_register"`
+	TrustedProxies []string  `yaml:"trusted_proxies"`
+}
+
+type HTTPConfig struct {
+	MaxBodyBytes    int64    `yaml:"max_body_bytes"`
+	TrustedProxies  []string `yaml:"trusted_proxies"`
+	ReadTimeout     Duration `yaml:"read_timeout"`
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+type WellKnownConfig struct {
+	ClientBaseURL string `yaml:"client_base_url"`
+	Server        string `yaml:"server"`
+}
+
+type MetricsConfig struct {
+	Enabled bool   `yaml:"enabled"`
+	Listen  string `yaml:"listen"`
+}
+
+type LoggingConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Duration is a time.Duration written as "5m", "30s" in YAML.
+type Duration time.Duration
+
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+func (d *Duration) UnmarshalYAML(node *yaml.Node) error {
+	var s string
+	if err := node.Decode(&s); err != nil {
+		return fmt.Errorf("expected a duration such as 30s or 5m")
+	}
+	parsed, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (use e.g. 30s, 5m, 1h)", s)
+	}
+	*d = Duration(parsed)
+	return nil
+}
+
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Default returns the configuration a fresh `switchboard init` starts from,
+// without secrets (Generate fills those in).
+func Default() *Config {
+	return &Config{
+		ServerName:     "localhost",
+		PublicURL:      "http://127.0.0.1:8008",
+		Listen:         "127.0.0.1:8008",
+		Database:       "sqlite:switchboard.db",
+		SigningKeyPath: "signing.key",
+		Registration:   RegistrationConfig{Mode: RegistrationClosed},
+		Auth: AuthConfig{
+			AccessTokenLifetime: Duration(5 * time.Minute),
+			// OWASP's argon2id baseline: 19 MiB, 2 passes, 1 lane.
+			PasswordHashing:   Argon2{MemoryKiB: 19456, Iterations: 2, Parallelism: 1},
+			MinPasswordLength: 8,
+		},
+		RateLimits: RateLimitsConfig{
+			Login:         RateLimit{PerSecond: 0.5, Burst: 10},
+			FailedLogin:   RateLimit{PerSecond: 0.1, Burst: 5},
+			Register:      RateLimit{PerSecond: 0.2, Burst: 5},
+			AdminRegister: RateLimit{PerSecond: 1, Burst: 10},
+		},
+		HTTP: HTTPConfig{
+			MaxBodyBytes:    1 << 20,
+			ReadTimeout:     Duration(30 * time.Second),
+			ShutdownTimeout: Duration(10 * time.Second),
+		},
+		Metrics: MetricsConfig{Enabled: false, Listen: "127.0.0.1:9108"},
+		Logging: LoggingConfig{Level: "info", Format: "pretty"},
+	}
+}
+
+// Path returns the config file path for a data directory.
+func Path(dataDir string) string { return filepath.Join(dataDir, FileName) }
+
+// Load reads and validates DIR/switchboard.yaml. Unknown keys are errors.
+func Load(dataDir string) (*Config, error) {
+	path := Path(dataDir)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	cfg.DataDir = dataDir
+	return cfg, nil
+}
+
+// Parse decodes YAML over the defaults and validates the result.
+func Parse(data []byte) (*Config, error) {
+	cfg := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, friendlyYAMLError(err)
+	}
+	cfg.applyEnv()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Environment variables that override secrets, so they need not sit in the
+// file (containers, systemd credentials).
+const (
+	EnvDatabase     = "SWITCHBOARD_DATABASE"
+	EnvSharedSecret = "SWITCHBOARD_REGISTRATION_SHARED_SECRET"
+)
+
+func (c *Config) applyEnv() {
+	if v := os.Getenv(EnvDatabase); v != "" {
+		c.Database = v
+	}
+	if v := os.Getenv(EnvSharedSecret); v != "" {
+		c.Registration.SharedSecret = v
+	}
+}
+
+var yamlFieldNotFound = regexp.MustCompile(`line (\d+): field (\S+) not found in type (\S+)`)
+
+// friendlyYAMLError turns yaml.v3's Go-flavoured messages into ones that name
+// the key as the operator wrote it.
+func friendlyYAMLError(err error) error {
+	msg := err.Error()
+	if m := yamlFieldNotFound.FindAllStringSubmatch(msg, -1); m != nil {
+		var parts []string
+		for _, sub := range m {
+			parts = append(parts, fmt.Sprintf("line %s: unknown key %q", sub[1], sub[2]))
+		}
+		return errors.New(strings.Join(parts, "; "))
+	}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	msg = strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")
+	return errors.New(msg)
+}
+
+// KeyError is a validation failure of one key.
+type KeyError struct {
+	Key     string
+	Problem string
+}
+
+func (e *KeyError) Error() string { return fmt.Sprintf("%s: %s", e.Key, e.Problem) }
+
+func keyErr(key, format string, args ...any) error {
+	return &KeyError{Key: key, Problem: fmt.Sprintf(format, args...)}
+}
+
+var serverNameRegex = regexp.MustCompile(`^(\[[0-9a-fA-F:.]+\]|[0-9.]+|[a-zA-Z0-9.-]+)(:[0-9]{1,5})?$`)
+
+// Validate checks every key and returns the first problem found.
+func (c *Config) Validate() error {
+	if c.ServerName == "" || len(c.ServerName) > 230 || !serverNameRegex.MatchString(c.ServerName) {
+		return keyErr("server_name", "%q is not a valid Matrix server name (a hostname, optionally with :port)", c.ServerName)
+	}
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return keyErr("public_url", "%q must be an absolute http:// or https:// URL", c.PublicURL)
+	}
+	if err := validHostPort(c.Listen); err != nil {
+		return keyErr("listen", "%v", err)
+	}
+	if _, _, err := SplitDatabase(c.Database); err != nil {
+		return keyErr("database", "%v", err)
+	}
+	if c.DatabaseMaxConns < 0 {
+		return keyErr("database_max_conns", "must not be negative")
+	}
+	if c.SigningKeyPath == "" {
+		return keyErr("signing_key_path", "must be set")
+	}
+	switch c.Registration.Mode {
+	case RegistrationClosed, RegistrationToken, RegistrationOpen:
+	default:
+		return keyErr("registration.mode", "%q must be one of closed, token, open", c.Registration.Mode)
+	}
+	if c.Registration.SharedSecret != "" && len(c.Registration.SharedSecret) < 16 {
+		return keyErr("registration.shared_secret", "must be at least 16 characters (or empty to disable)")
+	}
+	if c.Auth.AccessTokenLifetime < 0 {
+		return keyErr("auth.access_token_lifetime", "must not be negative")
+	}
+	if c.Auth.AccessTokenLifetime != 0 && c.Auth.AccessTokenLifetime.D() < 10*time.Second {
+		return keyErr("auth.access_token_lifetime", "must be 0 (never expire) or at least 10s")
+	}
+	h := c.Auth.PasswordHashing
+	if h.MemoryKiB < 1024 || h.Iterations < 1 || h.Parallelism < 1 {
+		return keyErr("auth.password_hashing", "memory_kib must be ≥ 1024, iterations ≥ 1, parallelism ≥ 1")
+	}
+	if c.Auth.MinPasswordLength < 0 || c.Auth.MinPasswordLength > 512 {
+		return keyErr("auth.min_password_length", "must be between 0 and 512")
+	}
+	for name, rl := range map[string]RateLimit{
+		"login": c.RateLimits.Login, "failed_login": c.RateLimits.FailedLogin,
+		"register": c.RateLimits.Register, "admin_register": c.RateLimits.AdminRegister,
+	} {
+		if rl.PerSecond < 0 || rl.Burst < 0 || (rl.PerSecond > 0 && rl.Burst == 0) {
+			return keyErr("rate_limits."+name, "per_second and burst must be ≥ 0, and burst ≥ 1 when per_second > 0 (per_second 0 disables the limit)")
+		}
+	}
+	for i, p := range c.HTTP.TrustedProxies {
+		if _, _, err := net.ParseCIDR(p); err != nil && net.ParseIP(p) == nil {
+			return keyErr(fmt.Sprintf("http.trusted_proxies[%d]", i), "%q is not an IP address or CIDR", p)
+		}
+	}
+	if c.HTTP.MaxBodyBytes < 1024 {
+		return keyErr("http.max_body_bytes", "must be at least 1024")
+	}
+	if c.HTTP.ReadTimeout <= 0 {
+		return keyErr("http.read_timeout", "must be positive")
+	}
+	if c.HTTP.ShutdownTimeout <= 0 {
+		return keyErr("http.shutdown_timeout", "must be positive")
+	}
+	if c.WellKnown.ClientBaseURL != "" {
+		if u, err := url.Parse(c.WellKnown.ClientBaseURL); err != nil || u.Host == "" {
+			return keyErr("well_known.client_base_url", "%q must be an absolute URL", c.WellKnown.ClientBaseURL)
+		}
+	}
+	if c.WellKnown.Server != "" && !serverNameRegex.MatchString(c.WellKnown.Server) {
+		return keyErr("well_known.server", "%q must be host or host:port", c.WellKnown.Server)
+	}
+	if c.Metrics.Enabled {
+		if err := validHostPort(c.Metrics.Listen); err != nil {
+			return keyErr("metrics.listen", "%v", err)
+		}
+	}
+	switch c.Logging.Level {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		return keyErr("logging.level", "%q must be one of trace, debug, info, warn, error", c.Logging.Level)
+	}
+	switch c.Logging.Format {
+	case "pretty", "json":
+	default:
+		return keyErr("logging.format", "%q must be pretty or json", c.Logging.Format)
+	}
+	return nil
+}
+
+func validHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q must be HOST:PORT", s)
+	}
+	if host != "" && net.ParseIP(host) == nil && !serverNameRegex.MatchString(host) {
+		return fmt.Errorf("%q has an invalid host", s)
+	}
+	if port == "" {
+		return fmt.Errorf("%q has no port", s)
+	}
+	return nil
+}
+
+// SplitDatabase splits the database key into a dbutil dialect and a driver
+// URI. "sqlite:PATH" (relative to the data dir) and "postgres://…" are accepted.
+func SplitDatabase(uri string) (dialect, dsn string, err error) {
+	switch {
+	case strings.HasPrefix(uri, "sqlite:"):
+		path := strings.TrimPrefix(uri, "sqlite:")
+		path = strings.TrimPrefix(path, "//")
+		if path == "" {
+			return "", "", errors.New("sqlite: needs a file path, e.g. sqlite:switchboard.db")
+		}
+		return "sqlite3", path, nil
+	case strings.HasPrefix(uri, "postgres://"), strings.HasPrefix(uri, "postgresql://"):
+		if _, err := url.Parse(uri); err != nil {
+			return "", "", fmt.Errorf("invalid PostgreSQL URI: %w", err)
+		}
+		return "postgres", uri, nil
+	default:
+		return "", "", fmt.Errorf("%q must start with sqlite: or postgres://", redactURI(uri))
+	}
+}
+
+// redactURI hides a password in a database URI before it is printed.
+func redactURI(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil || u.User == nil {
+		return uri
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "REDACTED")
+	}
+	return u.String()
+}
+
+// ResolvePath makes a config-relative path absolute against the data dir.
+func (c *Config) ResolvePath(p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.DataDir, p)
+}
+
+// ClientBaseURL is what clients are told to use in .well-known.
+func (c *Config) ClientBaseURL() string {
+	if c.WellKnown.ClientBaseURL != "" {
+		return strings.TrimRight(c.WellKnown.ClientBaseURL, "/")
+	}
+	return strings.TrimRight(c.PublicURL, "/")
+}

@@ -1,0 +1,135 @@
+// Package hstest starts real Switchboard homeservers for the homeserver's
+// own end-to-end tests: a fresh data directory and database, a loopback
+// listener, and mautrix clients talking real HTTP to it. (Bridges and bots
+// get the same through framework/testkit.)
+package hstest
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/switchboard-im/switchboard/homeserver"
+	"github.com/switchboard-im/switchboard/homeserver/accounts"
+	"github.com/switchboard-im/switchboard/homeserver/config"
+)
+
+// SharedSecret is the shared-registration secret of every test server.
+const SharedSecret = "hstest-shared-secret-0123456789"
+
+// Server is a running test homeserver.
+type Server struct {
+	URL    string
+	Config *config.Config
+	HS     *homeserver.Homeserver
+	t      testing.TB
+}
+
+// Start runs a homeserver on a free loopback port with the database at
+// dbURI (see internal/testdb). mutate may adjust the config before start;
+// by default rate limits are off and password hashing is cheap so tests
+// are fast. The server stops when the test ends.
+func Start(t testing.TB, dbURI string, mutate func(*config.Config)) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	cfg := config.Default()
+	cfg.Listen = ln.Addr().String()
+	cfg.PublicURL = "http://" + cfg.Listen
+	cfg.Database = dbURI
+	cfg.Registration.SharedSecret = SharedSecret
+	cfg.Auth.PasswordHashing = config.Argon2{MemoryKiB: 1024, Iterations: 1, Parallelism: 1}
+	off := config.RateLimit{}
+	cfg.RateLimits = config.RateLimitsConfig{Login: off, FailedLogin: off, Register: off, AdminRegister: off}
+	if mutate != nil {
+		mutate(cfg)
+	}
+	if err := config.Init(dir, cfg); err != nil {
+		t.Fatalf("init config: %v", err)
+	}
+	cfg, err = config.Load(dir)
+	if err != nil {
+		t.Fatalf("load config: %v", err)
+	}
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	ctx, cancel := context.WithCancel(context.Background())
+	hs, err := homeserver.New(ctx, cfg, log)
+	if err != nil {
+		cancel()
+		ln.Close()
+		t.Fatalf("start homeserver: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- hs.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				t.Errorf("homeserver stopped with error: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("homeserver did not stop within 15s")
+		}
+	})
+	return &Server{URL: cfg.PublicURL, Config: cfg, HS: hs, t: t}
+}
+
+// Client returns an unauthenticated mautrix client for the server.
+func (s *Server) Client() *mautrix.Client {
+	s.t.Helper()
+	cli, err := mautrix.NewClient(s.URL, "", "")
+	if err != nil {
+		s.t.Fatalf("new client: %v", err)
+	}
+	cli.Client = &http.Client{Timeout: 30 * time.Second}
+	return cli
+}
+
+// CreateUser makes an account directly (as `switchboard user add` does).
+func (s *Server) CreateUser(name, password string, admin bool) id.UserID {
+	s.t.Helper()
+	userID, err := s.HS.Accounts.UserIDFor(name)
+	if err != nil {
+		s.t.Fatalf("user ID for %q: %v", name, err)
+	}
+	if err := s.HS.Accounts.CreateUser(context.Background(), accounts.NewUser{UserID: userID, Password: password, Admin: admin}); err != nil {
+		s.t.Fatalf("create user %s: %v", userID, err)
+	}
+	return userID
+}
+
+// Login logs a user in with a password and returns a client that uses the
+// new access token.
+func (s *Server) Login(name, password string) *mautrix.Client {
+	s.t.Helper()
+	cli := s.Client()
+	_, err := cli.Login(context.Background(), &mautrix.ReqLogin{
+		Type:             mautrix.AuthTypePassword,
+		Identifier:       mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: name},
+		Password:         password,
+		StoreCredentials: true,
+	})
+	if err != nil {
+		s.t.Fatalf("login %s: %v", name, err)
+	}
+	return cli
+}
+
+// NewUser creates an account and returns a logged-in client for it.
+func (s *Server) NewUser(name string) *mautrix.Client {
+	s.t.Helper()
+	const password = "correct horse battery staple"
+	s.CreateUser(name, password, false)
+	return s.Login(name, password)
+}
