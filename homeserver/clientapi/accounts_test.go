@@ -477,8 +477,8 @@ func TestRefreshTokens(t *testing.T) {
 		srv.CreateUser("alice", pw, false)
 		cli := srv.Client()
 		login, err := cli.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
-			Identifier:   mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "alice"},
-			Password:     pw, RefreshToken: true, StoreCredentials: true})
+			Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "alice"},
+			Password:   pw, RefreshToken: true, StoreCredentials: true})
 		if err != nil || login.RefreshToken == "" || login.ExpiresInMS != (5*time.Minute).Milliseconds() {
 			t.Fatalf("login = %+v, %v", login, err)
 		}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -114,11 +115,11 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 func (d *Duration) UnmarshalYAML(node *yaml.Node) error {
 	var s string
 	if err := node.Decode(&s); err != nil {
-		return fmt.Errorf("expected a duration such as 30s or 5m")
+		return fmt.Errorf("line %d: expected a duration such as 30s or 5m", node.Line)
 	}
 	parsed, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("invalid duration %q (use e.g. 30s, 5m, 1h)", s)
+		return fmt.Errorf("line %d: invalid duration %q (use e.g. 30s, 5m, 1h)", node.Line, s)
 	}
 	*d = Duration(parsed)
 	return nil
@@ -182,7 +183,7 @@ func Parse(data []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return nil, friendlyYAMLError(err)
+		return nil, friendlyYAMLError(data, err)
 	}
 	cfg.applyEnv()
 	if err := cfg.Validate(); err != nil {
@@ -207,22 +208,83 @@ func (c *Config) applyEnv() {
 	}
 }
 
-var yamlFieldNotFound = regexp.MustCompile(`line (\d+): field (\S+) not found in type (\S+)`)
+var (
+	yamlFieldNotFound = regexp.MustCompile(`line (\d+): field (\S+) not found in type \S+`)
+	yamlTypeError     = regexp.MustCompile(`line (\d+): cannot unmarshal !!(\w+) (?:` + "`" + `[^` + "`" + `]*` + "`" + ` )?into (\S+)`)
+	yamlLinePrefix    = regexp.MustCompile(`line (\d+): `)
+)
 
-// friendlyYAMLError turns yaml.v3's Go-flavoured messages into ones that name
-// the key as the operator wrote it.
-func friendlyYAMLError(err error) error {
+// friendlyYAMLError turns yaml.v3's Go-flavoured messages into ones that
+// name the key as the operator wrote it (e.g. "registration.mode").
+func friendlyYAMLError(data []byte, err error) error {
 	msg := err.Error()
-	if m := yamlFieldNotFound.FindAllStringSubmatch(msg, -1); m != nil {
-		var parts []string
-		for _, sub := range m {
-			parts = append(parts, fmt.Sprintf("line %s: unknown key %q", sub[1], sub[2]))
-		}
+	var parts []string
+	for _, m := range yamlFieldNotFound.FindAllStringSubmatch(msg, -1) {
+		parts = append(parts, fmt.Sprintf("line %s: unknown key %q", m[1], m[2]))
+	}
+	for _, m := range yamlTypeError.FindAllStringSubmatch(msg, -1) {
+		line, _ := strconv.Atoi(m[1])
+		key := keyAtLine(data, line)
+		parts = append(parts, fmt.Sprintf("%s (line %d): expected %s, not a YAML %s", key, line, goTypeName(m[3]), m[2]))
+	}
+	if len(parts) > 0 {
 		return errors.New(strings.Join(parts, "; "))
+	}
+	// Errors from our own UnmarshalYAML methods (durations) carry a line
+	// but no key: add it.
+	if m := yamlLinePrefix.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		if key := keyAtLine(data, line); key != "" {
+			msg = strings.Replace(msg, m[0], key+" (line "+m[1]+"): ", 1)
+		}
 	}
 	msg = strings.TrimPrefix(msg, "yaml: ")
 	msg = strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")
 	return errors.New(msg)
+}
+
+// keyAtLine returns the dotted path of the key whose value starts at line.
+func keyAtLine(data []byte, line int) string {
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 {
+		return ""
+	}
+	var walk func(n *yaml.Node, prefix string) string
+	walk = func(n *yaml.Node, prefix string) string {
+		if n.Kind != yaml.MappingNode {
+			return ""
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			path := k.Value
+			if prefix != "" {
+				path = prefix + "." + k.Value
+			}
+			if found := walk(v, path); found != "" {
+				return found
+			}
+			if v.Line == line || k.Line == line {
+				return path
+			}
+		}
+		return ""
+	}
+	return walk(doc.Content[0], "")
+}
+
+func goTypeName(t string) string {
+	switch {
+	case t == "string":
+		return "a string"
+	case t == "bool":
+		return "true or false"
+	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"), strings.HasPrefix(t, "float"):
+		return "a number"
+	case strings.HasPrefix(t, "[]"):
+		return "a list"
+	default:
+		return "a mapping"
+	}
 }
 
 // KeyError is a validation failure of one key.
