@@ -114,23 +114,36 @@ type NewUser struct {
 	Admin       bool
 	UserType    string
 	DisplayName string // defaults to the localpart
+
+	passwordHash string
 }
 
-// CreateUser creates an account with its initial display name. Call it
-// inside a transaction when more must happen atomically with it.
+// PrepareUser checks the password policy and hashes the password. Callers
+// that create the user inside a larger transaction call it first, so the
+// deliberately slow hashing never runs while the transaction holds locks.
+func (s *Service) PrepareUser(nu NewUser) (NewUser, error) {
+	if nu.Password == "" || nu.passwordHash != "" {
+		return nu, nil
+	}
+	if err := s.CheckPasswordPolicy(nu.Password); err != nil {
+		return nu, err
+	}
+	hash, err := s.Hasher.Hash(nu.Password)
+	if err != nil {
+		return nu, err
+	}
+	nu.passwordHash, nu.Password = hash, ""
+	return nu, nil
+}
+
+// CreateUser creates an account with its initial display name, atomically.
 func (s *Service) CreateUser(ctx context.Context, nu NewUser) error {
-	var hash string
-	if nu.Password != "" {
-		if err := s.CheckPasswordPolicy(nu.Password); err != nil {
-			return err
-		}
-		var err error
-		if hash, err = s.Hasher.Hash(nu.Password); err != nil {
-			return err
-		}
+	nu, err := s.PrepareUser(nu)
+	if err != nil {
+		return err
 	}
 	return s.DB.DoTxn(ctx, nil, func(ctx context.Context) error {
-		err := s.DB.CreateUser(ctx, &storage.User{UserID: nu.UserID, PasswordHash: hash, IsAdmin: nu.Admin, UserType: nu.UserType})
+		err := s.DB.CreateUser(ctx, &storage.User{UserID: nu.UserID, PasswordHash: nu.passwordHash, IsAdmin: nu.Admin, UserType: nu.UserType})
 		if errors.Is(err, storage.ErrUserExists) {
 			return ErrUserInUse
 		} else if err != nil {

@@ -115,10 +115,15 @@ func (a *API) postAdminRegister(c *gin.Context) {
 		fail(c, mautrix.MInvalidUsername.WithMessage("%s", err.Error()))
 		return
 	}
+	newUser, err := a.accounts.PrepareUser(accounts.NewUser{UserID: userID, Password: req.Password, Admin: req.Admin,
+		UserType: req.UserType, DisplayName: req.Displayname})
+	if err != nil {
+		fail(c, errWeakPassword.WithMessage("%s", err.Error()))
+		return
+	}
 	var tokens *accounts.Tokens
 	err = a.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		err := a.accounts.CreateUser(ctx, accounts.NewUser{UserID: userID, Password: req.Password, Admin: req.Admin,
-			UserType: req.UserType, DisplayName: req.Displayname})
+		err := a.accounts.CreateUser(ctx, newUser)
 		if err != nil || req.InhibitLogin {
 			return err
 		}

@@ -94,9 +94,14 @@ func (a *API) postRegister(c *gin.Context) {
 		userID = id.NewUserID(random.StringCharset(12, "abcdefghijklmnopqrstuvwxyz0123456789"), a.cfg.ServerName)
 	}
 
+	newUser, err := a.accounts.PrepareUser(accounts.NewUser{UserID: userID, Password: req.Password})
+	if err != nil {
+		fail(c, errWeakPassword.WithMessage("%s", err.Error()))
+		return
+	}
 	var tokens *accounts.Tokens
 	err = a.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if err := a.accounts.CreateUser(ctx, accounts.NewUser{UserID: userID, Password: req.Password}); err != nil {
+		if err := a.accounts.CreateUser(ctx, newUser); err != nil {
 			return err
 		}
 		if sess.RegistrationToken != "" {
