@@ -75,7 +75,7 @@ func (hs *Homeserver) buildRouter() *gin.Engine {
 		// Validated in config; unreachable unless validation drifts.
 		hs.log.Err(err).Msg("Invalid trusted proxies")
 	}
-	r.Use(hs.requestLog(), hs.recoverPanics(), hs.instrument(), cors)
+	r.Use(hs.requestLog(), hs.recoverPanics(), hs.instrument(), cors, clientapi.ValidateRequestStrings)
 	clientapi.New(hs.Config, hs.DB, hs.Accounts, hs.log).Register(r)
 	r.NoRoute(clientapi.NotFound)
 	r.NoMethod(clientapi.MethodNotAllowed)

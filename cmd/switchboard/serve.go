@@ -109,12 +109,12 @@ func serve(name string, args []string, stdout io.Writer) error {
   Database:     %s
 
 Create your first admin user (works while the server runs):
-  switchboard user add --data %s --admin YOURNAME
+  %s user add --data %s --admin YOURNAME
 
 Then log in from any Matrix client with homeserver %s.
 Stop with Ctrl-C.
 
-`, buildinfo.String(), cfg.PublicURL, cfg.ServerName, cfg.Listen, config.Path(*data), describeDatabase(cfg.Database), *data, cfg.PublicURL)
+`, buildinfo.String(), cfg.PublicURL, cfg.ServerName, cfg.Listen, config.Path(*data), describeDatabase(cfg.Database), os.Args[0], *data, cfg.PublicURL)
 	err = hs.Run(ctx)
 	log.Info().Msg("Stopped")
 	return err

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"github.com/rs/zerolog"
@@ -155,13 +156,19 @@ func (a *API) readJSON(c *gin.Context, dst any) (map[string]json.RawMessage, boo
 		return nil, false
 	}
 	body = bytes.TrimSpace(body)
-	if !json.Valid(body) {
-		fail(c, mautrix.MNotJSON.WithMessage("Request body is not valid JSON"))
+	if !json.Valid(body) || !utf8.Valid(body) {
+		fail(c, mautrix.MNotJSON.WithMessage("Request body is not valid UTF-8 JSON"))
 		return nil, false
 	}
 	var raw map[string]json.RawMessage
 	if body[0] != '{' || json.Unmarshal(body, &raw) != nil {
 		fail(c, mautrix.MBadJSON.WithMessage("Request body must be a JSON object"))
+		return nil, false
+	}
+	if bytes.Contains(body, []byte(`\u0000`)) && containsNUL(raw) {
+		// PostgreSQL text cannot hold NUL, and no Matrix identifier or
+		// name needs it: refuse it at the door rather than fail deep down.
+		fail(c, mautrix.MBadJSON.WithMessage("Strings must not contain NUL characters"))
 		return nil, false
 	}
 	if dst != nil {
@@ -171,6 +178,58 @@ func (a *API) readJSON(c *gin.Context, dst any) (map[string]json.RawMessage, boo
 		}
 	}
 	return raw, true
+}
+
+// containsNUL reports whether any string (key or value) in the decoded
+// object holds a NUL character.
+func containsNUL(raw map[string]json.RawMessage) bool {
+	var walk func(v any) bool
+	walk = func(v any) bool {
+		switch v := v.(type) {
+		case string:
+			return strings.ContainsRune(v, 0)
+		case []any:
+			for _, e := range v {
+				if walk(e) {
+					return true
+				}
+			}
+		case map[string]any:
+			for k, e := range v {
+				if strings.ContainsRune(k, 0) || walk(e) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for k, v := range raw {
+		var decoded any
+		if strings.ContainsRune(k, 0) || (json.Unmarshal(v, &decoded) == nil && walk(decoded)) {
+			return true
+		}
+	}
+	return false
+}
+
+// ValidateRequestStrings refuses path parameters and query values that are
+// not UTF-8 or contain NUL, before any handler passes them to the database.
+func ValidateRequestStrings(c *gin.Context) {
+	for _, p := range c.Params {
+		if !utf8.ValidString(p.Value) || strings.ContainsRune(p.Value, 0) {
+			fail(c, mautrix.MInvalidParam.WithMessage("Path parameter %s is not valid UTF-8 text", p.Key))
+			return
+		}
+	}
+	for key, values := range c.Request.URL.Query() {
+		for _, v := range values {
+			if !utf8.ValidString(key) || !utf8.ValidString(v) || strings.ContainsRune(v, 0) || strings.ContainsRune(key, 0) {
+				fail(c, mautrix.MInvalidParam.WithMessage("Query parameters must be valid UTF-8 text"))
+				return
+			}
+		}
+	}
+	c.Next()
 }
 
 func describeJSONError(err error) string {

@@ -42,6 +42,10 @@ func (a *API) postLogin(c *gin.Context) {
 		fail(c, mautrix.MUnknown.WithMessage("Unknown login type %q", req.Type).WithStatus(http.StatusBadRequest))
 		return
 	}
+	if req.Identifier != nil && req.Identifier.Type == "" {
+		fail(c, errMissingParam.WithMessage("identifier.type is required"))
+		return
+	}
 	if req.Identifier != nil && req.Identifier.Type != "m.id.user" {
 		// We hold no third-party IDs, so none can match (spec: 403).
 		fail(c, mautrix.MForbidden.WithMessage("Unknown identifier"))

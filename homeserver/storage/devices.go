@@ -170,16 +170,18 @@ func (db *DB) InsertRefreshToken(ctx context.Context, hash string, userID id.Use
 	return tokenID, nil
 }
 
+const lookupAccessTokenQuery = `
+	SELECT t.id, t.user_id, t.device_id, t.expires_ts, t.refresh_token_id, r.prev_id, u.is_admin, u.deactivated
+	FROM access_tokens t
+	JOIN users u ON u.user_id = t.user_id
+	LEFT JOIN refresh_tokens r ON r.id = t.refresh_token_id
+	WHERE t.token_hash = $1`
+
 // LookupAccessToken resolves a token hash to its session, or ErrNotFound.
 func (db *DB) LookupAccessToken(ctx context.Context, hash string) (*Session, error) {
 	var s Session
 	var expires, refreshID, prevID sql.NullInt64
-	err := db.QueryRow(ctx, `
-		SELECT t.id, t.user_id, t.device_id, t.expires_ts, t.refresh_token_id, r.prev_id, u.is_admin, u.deactivated
-		FROM access_tokens t
-		JOIN users u ON u.user_id = t.user_id
-		LEFT JOIN refresh_tokens r ON r.id = t.refresh_token_id
-		WHERE t.token_hash = $1`, hash).
+	err := db.lookupToken.QueryRowContext(ctx, hash).
 		Scan(&s.TokenID, &s.UserID, &s.DeviceID, &expires, &refreshID, &prevID, &s.IsAdmin, &s.Deactivated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
