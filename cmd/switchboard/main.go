@@ -93,12 +93,14 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 			}
 			return nil, usagef("%v", err)
 		}
-		args = fs.Args()
+		rest := fs.Args()
+		// flag swallows a "--" terminator; everything after it is positional.
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		args = rest
 		if len(args) == 0 {
 			return positional, nil
-		}
-		if args[0] == "--" {
-			return append(positional, args[1:]...), nil
 		}
 		positional = append(positional, args[0])
 		args = args[1:]

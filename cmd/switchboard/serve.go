@@ -6,12 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/term"
 
 	"github.com/switchboard-im/switchboard/homeserver"
 	"github.com/switchboard-im/switchboard/homeserver/config"
@@ -43,13 +45,26 @@ func cmdInit(args []string, stdout io.Writer) error {
 	cfg.ServerName, cfg.Listen, cfg.Database = *serverName, *listen, *database
 	cfg.PublicURL = *publicURL
 	if cfg.PublicURL == "" {
-		cfg.PublicURL = "http://" + cfg.Listen
+		cfg.PublicURL = defaultPublicURL(cfg.Listen)
 	}
 	if err := config.Init(*data, cfg); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "Wrote %s and the signing key. Start with: switchboard run --data %s\n", config.Path(*data), *data)
 	return nil
+}
+
+// defaultPublicURL derives a URL a local client can use from the listen
+// address; a wildcard host (0.0.0.0, ::, empty) is not one.
+func defaultPublicURL(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "http://" + listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 // loadOrInit loads the config, writing defaults first if there is none.
@@ -67,7 +82,7 @@ func newLogger(cfg config.LoggingConfig) zerolog.Logger {
 	level, _ := zerolog.ParseLevel(cfg.Level)
 	var w io.Writer = os.Stderr
 	if cfg.Format == "pretty" {
-		w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.DateTime}
+		w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.DateTime, NoColor: !term.IsTerminal(int(os.Stderr.Fd()))}
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger()
 }
@@ -102,6 +117,12 @@ func serve(name string, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Bind before announcing, so the banner never names a port we lack.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		hs.DB.Close()
+		return fmt.Errorf("listen: %w", err)
+	}
 	fmt.Fprintf(stdout, `
 %s
   Homeserver:   %s  (server name %q, listening on %s)
@@ -115,7 +136,7 @@ Then log in from any Matrix client with homeserver %s.
 Stop with Ctrl-C.
 
 `, buildinfo.String(), cfg.PublicURL, cfg.ServerName, cfg.Listen, config.Path(*data), describeDatabase(cfg.Database), os.Args[0], *data, cfg.PublicURL)
-	err = hs.Run(ctx)
+	err = hs.Serve(ctx, ln)
 	log.Info().Msg("Stopped")
 	return err
 }

@@ -65,8 +65,17 @@ func addPasswordFlags(fs *flag.FlagSet) passwordFlags {
 }
 
 // read returns the password from a flag, a file, an interactive prompt, or
-// the first line of standard input, in that order.
+// the first line of standard input, in that order. An empty password is an
+// error: it would create an account nobody can log in to.
 func (p passwordFlags) read(stdout io.Writer) (string, error) {
+	password, err := p.readRaw(stdout)
+	if err == nil && password == "" {
+		return "", usagef("the password must not be empty")
+	}
+	return password, err
+}
+
+func (p passwordFlags) readRaw(stdout io.Writer) (string, error) {
 	switch {
 	case *p.password != "" && *p.file != "":
 		return "", usagef("use either --password or --password-file, not both")
@@ -261,6 +270,9 @@ func cmdRegistrationToken(args []string, stdout io.Writer) error {
 	pos, err := parseFlags(fs, args[1:])
 	if err != nil {
 		return err
+	}
+	if args[0] == "create" && (*uses < 0 || *expires < 0) {
+		return usagef("--uses and --expires must not be negative")
 	}
 	ctx := context.Background()
 	switch args[0] {

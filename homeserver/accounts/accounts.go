@@ -159,8 +159,9 @@ func (s *Service) CreateUser(ctx context.Context, nu NewUser) error {
 
 // CheckPassword verifies a user's password. Unknown users, wrong passwords
 // and password-less accounts all give ErrInvalidCredentials after the same
-// amount of hashing work; a deactivated account gives ErrDeactivated only
-// when the password was right, so the error reveals nothing to a guesser.
+// amount of hashing work. A deactivated account has no password left to
+// check and gives ErrDeactivated, as the spec's M_USER_DEACTIVATED intends;
+// that an ID was deactivated is not a secret (it can never be registered).
 func (s *Service) CheckPassword(ctx context.Context, userID id.UserID, password string) (*storage.User, error) {
 	if len(password) > MaxPasswordBytes {
 		return nil, ErrInvalidCredentials

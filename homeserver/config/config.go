@@ -78,11 +78,10 @@ type RateLimit struct {
 }
 
 type RateLimitsConfig struct {
-	Login          RateLimit `yaml:"login"`
-	FailedLogin    RateLimit `yaml:"failed_login"`
-	Register       RateLimit `yaml:"register"`
-	AdminRegister  RateLimit `yaml:"admin_register"`
-	TrustedProxies []string  `yaml:"trusted_proxies"`
+	Login         RateLimit `yaml:"login"`
+	FailedLogin   RateLimit `yaml:"failed_login"`
+	Register      RateLimit `yaml:"register"`
+	AdminRegister RateLimit `yaml:"admin_register"`
 }
 
 type HTTPConfig struct {
@@ -177,15 +176,20 @@ func Load(dataDir string) (*Config, error) {
 	return cfg, nil
 }
 
-// Parse decodes YAML over the defaults and validates the result.
-func Parse(data []byte) (*Config, error) {
+// Parse decodes YAML over the defaults, applies the environment overrides
+// and validates the result.
+func Parse(data []byte) (*Config, error) { return parse(data, true) }
+
+func parse(data []byte, withEnv bool) (*Config, error) {
 	cfg := Default()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
 		return nil, friendlyYAMLError(data, err)
 	}
-	cfg.applyEnv()
+	if withEnv {
+		cfg.applyEnv()
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -278,7 +282,11 @@ func goTypeName(t string) string {
 		return "a string"
 	case t == "bool":
 		return "true or false"
-	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"), strings.HasPrefix(t, "float"):
+	case strings.HasPrefix(t, "uint"):
+		return "a whole number ≥ 0"
+	case strings.HasPrefix(t, "int"):
+		return "a whole number"
+	case strings.HasPrefix(t, "float"):
 		return "a number"
 	case strings.HasPrefix(t, "[]"):
 		return "a list"
@@ -336,8 +344,8 @@ func (c *Config) Validate() error {
 		return keyErr("auth.access_token_lifetime", "must be 0 (never expire) or at least 10s")
 	}
 	h := c.Auth.PasswordHashing
-	if h.MemoryKiB < 1024 || h.Iterations < 1 || h.Parallelism < 1 {
-		return keyErr("auth.password_hashing", "memory_kib must be ≥ 1024, iterations ≥ 1, parallelism ≥ 1")
+	if h.MemoryKiB < 1024 || h.MemoryKiB > 4<<20 || h.Iterations < 1 || h.Iterations > 100 || h.Parallelism < 1 || h.Parallelism > 64 {
+		return keyErr("auth.password_hashing", "memory_kib must be 1024–4194304, iterations 1–100, parallelism 1–64")
 	}
 	if c.Auth.MinPasswordLength < 0 || c.Auth.MinPasswordLength > 512 {
 		return keyErr("auth.min_password_length", "must be between 0 and 512")

@@ -61,8 +61,11 @@ auth:
   # argon2id cost for new password hashes (bcrypt hashes imported from
   # Synapse are still accepted).
   password_hashing:
+    # Memory per hash in KiB (each concurrent login uses this much).
     memory_kib: {{.Auth.PasswordHashing.MemoryKiB}}
+    # Passes over the memory.
     iterations: {{.Auth.PasswordHashing.Iterations}}
+    # Lanes (threads) per hash.
     parallelism: {{.Auth.PasswordHashing.Parallelism}}
   # Shortest password accepted on registration and password change.
   min_password_length: {{.Auth.MinPasswordLength}}
@@ -101,6 +104,7 @@ well_known:
 metrics:
   # Prometheus metrics at /metrics on a separate listener.
   enabled: {{.Metrics.Enabled}}
+  # HOST:PORT of that listener; keep it private (it reveals usage patterns).
   listen: {{q .Metrics.Listen}}
 
 logging:
@@ -148,16 +152,17 @@ func Init(dataDir string, cfg *Config) error {
 		cfg.Registration.SharedSecret = RandomSecret(32)
 	}
 	cfg.DataDir = dataDir
-	if err := EnsureSigningKey(cfg.ResolvePath(cfg.SigningKeyPath)); err != nil {
-		return err
-	}
 	data, err := cfg.Render()
 	if err != nil {
 		return err
 	}
-	// Round-trip so a template mistake can never produce a file we refuse to load.
-	if _, err := Parse(data); err != nil {
+	// Round-trip (without environment overrides, which Load checks) so a
+	// template mistake can never produce a file we refuse to load.
+	if _, err := parse(data, false); err != nil {
 		return fmt.Errorf("generated config does not parse (bug): %w", err)
+	}
+	if err := EnsureSigningKey(cfg.ResolvePath(cfg.SigningKeyPath)); err != nil {
+		return err
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
