@@ -3,29 +3,23 @@ package homeserver_test
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/homeserver/hstest"
+	"github.com/switchboard-im/switchboard/internal/loopback"
 	"github.com/switchboard-im/switchboard/internal/testdb"
 )
 
 func TestMain(m *testing.M) { testdb.Main(m) }
 
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func TestMetricsOnSeparateListener(t *testing.T) {
+	metricsAddr, err := loopback.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func TestMetricsOnSeparateListener(t *testing.T) {
-	metricsAddr := freeAddr(t)
 	srv := hstest.Start(t, testdb.SQLiteURI(t), func(c *config.Config) {
 		c.Metrics.Enabled = true
 		c.Metrics.Listen = metricsAddr

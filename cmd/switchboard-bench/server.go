@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/switchboard-im/switchboard/internal/loopback"
 )
 
 // server is the `switchboard run` child process under test.
@@ -49,7 +51,7 @@ type hashing struct {
 // IP hammering /login) and warn-level logging. Password hashing keeps the
 // production defaults so logins/s reflects the real cost.
 func setupServer(ctx context.Context, o options, dir string) (*server, error) {
-	port, err := freePort()
+	port, err := loopback.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -85,15 +87,6 @@ func benchEnv() []string {
 		env = append(env, kv)
 	}
 	return env
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func (s *server) command(ctx context.Context, args ...string) *exec.Cmd {

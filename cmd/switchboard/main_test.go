@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +23,7 @@ import (
 
 	"maunium.net/go/mautrix"
 
+	"github.com/switchboard-im/switchboard/internal/loopback"
 	"github.com/switchboard-im/switchboard/internal/testdb"
 )
 
@@ -294,12 +294,11 @@ func (p *process) wait(timeout time.Duration) int {
 // freeListen returns a loopback HOST:PORT that was free a moment ago.
 func freeListen(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := loopback.FreeAddr()
 	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // newClient returns a mautrix client for the homeserver at url.

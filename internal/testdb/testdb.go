@@ -34,6 +34,8 @@ import (
 	"time"
 
 	"github.com/lib/pq"
+
+	"github.com/switchboard-im/switchboard/internal/loopback"
 )
 
 // Dialect names, used as subtest names by ForEach so that a failure reads as
@@ -256,7 +258,7 @@ func newCluster() (*cluster, error) {
 	// with a new port.
 	var startErr error
 	for attempt := 0; attempt < 4; attempt++ {
-		if c.port, err = freePort(); err != nil {
+		if c.port, err = loopback.FreePort(); err != nil {
 			return nil, err
 		}
 		os.Remove(c.logFile) // so the log checked below is this attempt's
@@ -451,16 +453,6 @@ func hasBinaries(dir string) bool {
 		}
 	}
 	return true
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // dbName returns a unique database name that also says which test it belongs
