@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"strings"
 
 	"golang.org/x/crypto/argon2"
@@ -25,15 +26,16 @@ type Hasher struct {
 	// concurrent logins peaked at 1.1 GiB) without adding throughput.
 	slots chan struct{}
 	// dummy is checked against when the user does not exist, so a login
-	// for an unknown user takes as long as one with a wrong password.
-	dummy string
+	// for an unknown user takes as long as one with a wrong password. It is
+	// made on first use: hashing allocates memory_kib, which an idle
+	// server should not hold.
+	dummy     string
+	dummyOnce sync.Once
 }
 
 // NewHasher returns a hasher with the given argon2id cost.
 func NewHasher(params config.Argon2) *Hasher {
-	h := &Hasher{params: params, slots: make(chan struct{}, runtime.GOMAXPROCS(0))}
-	h.dummy, _ = h.Hash("switchboard-timing-equaliser")
-	return h
+	return &Hasher{params: params, slots: make(chan struct{}, runtime.GOMAXPROCS(0))}
 }
 
 // Hash returns the PHC-format argon2id hash of password.
@@ -55,6 +57,9 @@ var errUnknownHash = errors.New("unrecognised password hash format")
 // Verify reports whether password matches hash, in constant time. An empty
 // hash (no password set) never matches but costs the same time.
 func (h *Hasher) Verify(hash, password string) bool {
+	if hash == "" {
+		h.dummyOnce.Do(func() { h.dummy, _ = h.Hash("switchboard-timing-equaliser") })
+	}
 	h.slots <- struct{}{}
 	defer func() { <-h.slots }()
 	if hash == "" {
