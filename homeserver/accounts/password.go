@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sync"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
