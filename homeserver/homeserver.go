@@ -25,6 +25,7 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver/accounts"
 	"github.com/switchboard-im/switchboard/homeserver/clientapi"
 	"github.com/switchboard-im/switchboard/homeserver/config"
+	"github.com/switchboard-im/switchboard/homeserver/notifier"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
 )
 
@@ -33,6 +34,7 @@ type Homeserver struct {
 	Config   *config.Config
 	DB       *storage.DB
 	Accounts *accounts.Service
+	Notifier *notifier.Notifier
 
 	log     zerolog.Logger
 	router  *gin.Engine
@@ -52,6 +54,7 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Homeserv
 		Config:   cfg,
 		DB:       db,
 		Accounts: accounts.New(db, cfg),
+		Notifier: notifier.New(nil),
 		log:      log,
 		metrics:  prometheus.NewRegistry(),
 	}
@@ -76,7 +79,9 @@ func (hs *Homeserver) buildRouter() *gin.Engine {
 		hs.log.Err(err).Msg("Invalid trusted proxies")
 	}
 	r.Use(hs.requestLog(), hs.recoverPanics(), hs.instrument(), cors, clientapi.ValidateRequestStrings)
-	clientapi.New(hs.Config, hs.DB, hs.Accounts, hs.log).Register(r)
+	clientapi.New(clientapi.Deps{
+		Config: hs.Config, DB: hs.DB, Accounts: hs.Accounts, Notifier: hs.Notifier, Log: hs.log,
+	}).Register(r)
 	r.NoRoute(clientapi.NotFound)
 	r.NoMethod(clientapi.MethodNotAllowed)
 	return r

@@ -22,15 +22,26 @@ import (
 
 	"github.com/switchboard-im/switchboard/homeserver/accounts"
 	"github.com/switchboard-im/switchboard/homeserver/config"
+	"github.com/switchboard-im/switchboard/homeserver/notifier"
 	"github.com/switchboard-im/switchboard/homeserver/ratelimit"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
 )
+
+// Deps are the subsystems the client API calls.
+type Deps struct {
+	Config   *config.Config
+	DB       *storage.DB
+	Accounts *accounts.Service
+	Notifier *notifier.Notifier
+	Log      zerolog.Logger
+}
 
 // API holds what the handlers need.
 type API struct {
 	cfg      *config.Config
 	db       *storage.DB
 	accounts *accounts.Service
+	notifier *notifier.Notifier
 	log      zerolog.Logger
 
 	loginLimit       *ratelimit.Limiter // per IP
@@ -40,12 +51,14 @@ type API struct {
 }
 
 // New builds the client API.
-func New(cfg *config.Config, db *storage.DB, acc *accounts.Service, log zerolog.Logger) *API {
+func New(d Deps) *API {
+	cfg := d.Config
 	return &API{
 		cfg:              cfg,
-		db:               db,
-		accounts:         acc,
-		log:              log,
+		db:               d.DB,
+		accounts:         d.Accounts,
+		notifier:         d.Notifier,
+		log:              d.Log,
 		loginLimit:       ratelimit.New(cfg.RateLimits.Login),
 		failedLoginLimit: ratelimit.New(cfg.RateLimits.FailedLogin),
 		registerLimit:    ratelimit.New(cfg.RateLimits.Register),
