@@ -26,6 +26,7 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver/clientapi"
 	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/homeserver/notifier"
+	"github.com/switchboard-im/switchboard/homeserver/rooms"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
 )
 
@@ -35,6 +36,7 @@ type Homeserver struct {
 	DB       *storage.DB
 	Accounts *accounts.Service
 	Notifier *notifier.Notifier
+	Rooms    *rooms.Service
 
 	log     zerolog.Logger
 	router  *gin.Engine
@@ -43,18 +45,21 @@ type Homeserver struct {
 
 // New opens the database (upgrading its schema) and builds the router.
 func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Homeserver, error) {
-	if _, err := config.LoadSigningKey(cfg.ResolvePath(cfg.SigningKeyPath)); err != nil {
+	key, err := config.LoadSigningKey(cfg.ResolvePath(cfg.SigningKeyPath))
+	if err != nil {
 		return nil, err
 	}
 	db, err := storage.Open(ctx, cfg.Database, cfg.DataDir, cfg.DatabaseMaxConns, log)
 	if err != nil {
 		return nil, err
 	}
+	n := notifier.New(nil)
 	hs := &Homeserver{
 		Config:   cfg,
 		DB:       db,
 		Accounts: accounts.New(db, cfg),
-		Notifier: notifier.New(nil),
+		Notifier: n,
+		Rooms:    rooms.New(db, cfg.ServerName, key, n, log.With().Str("component", "rooms").Logger()),
 		log:      log,
 		metrics:  prometheus.NewRegistry(),
 	}
@@ -80,7 +85,7 @@ func (hs *Homeserver) buildRouter() *gin.Engine {
 	}
 	r.Use(hs.requestLog(), hs.recoverPanics(), hs.instrument(), cors, clientapi.ValidateRequestStrings)
 	clientapi.New(clientapi.Deps{
-		Config: hs.Config, DB: hs.DB, Accounts: hs.Accounts, Notifier: hs.Notifier, Log: hs.log,
+		Config: hs.Config, DB: hs.DB, Accounts: hs.Accounts, Notifier: hs.Notifier, Rooms: hs.Rooms, Log: hs.log,
 	}).Register(r)
 	r.NoRoute(clientapi.NotFound)
 	r.NoMethod(clientapi.MethodNotAllowed)

@@ -553,6 +553,9 @@ func TestDiscovery(t *testing.T) {
 	if err != nil || caps.ChangePassword == nil || !caps.ChangePassword.Enabled {
 		t.Fatalf("capabilities = %+v, %v", caps, err)
 	}
+	if caps.RoomVersions == nil || caps.RoomVersions.Default != "12" || caps.RoomVersions.Available["10"] != "stable" {
+		t.Fatalf("room versions capability = %+v", caps.RoomVersions)
+	}
 	if !slices.Contains(versions.Versions, mautrix.SpecV116) {
 		t.Fatalf("versions lack v1.16: %v", versions.Versions)
 	}

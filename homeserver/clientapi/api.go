@@ -24,6 +24,7 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/homeserver/notifier"
 	"github.com/switchboard-im/switchboard/homeserver/ratelimit"
+	"github.com/switchboard-im/switchboard/homeserver/rooms"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
 )
 
@@ -33,6 +34,7 @@ type Deps struct {
 	DB       *storage.DB
 	Accounts *accounts.Service
 	Notifier *notifier.Notifier
+	Rooms    *rooms.Service
 	Log      zerolog.Logger
 }
 
@@ -42,6 +44,7 @@ type API struct {
 	db       *storage.DB
 	accounts *accounts.Service
 	notifier *notifier.Notifier
+	rooms    *rooms.Service
 	log      zerolog.Logger
 
 	loginLimit       *ratelimit.Limiter // per IP
@@ -58,6 +61,7 @@ func New(d Deps) *API {
 		db:               d.DB,
 		accounts:         d.Accounts,
 		notifier:         d.Notifier,
+		rooms:            d.Rooms,
 		log:              d.Log,
 		loginLimit:       ratelimit.New(cfg.RateLimits.Login),
 		failedLoginLimit: ratelimit.New(cfg.RateLimits.FailedLogin),
@@ -98,6 +102,12 @@ func (a *API) Register(r gin.IRouter) {
 		g.PUT("/devices/:deviceID", a.authed(a.putDevice))
 		g.DELETE("/devices/:deviceID", a.authed(a.deleteDevice))
 		g.POST("/delete_devices", a.authed(a.postDeleteDevices))
+
+		a.registerRooms(g)
+		a.registerSync(g)
+		a.registerPushRules(g)
+		a.registerUserData(g)
+		a.registerFilters(g)
 
 		g.GET("/profile/:userID", a.getProfile)
 		g.GET("/profile/:userID/:field", a.getProfileField)

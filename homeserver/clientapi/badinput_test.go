@@ -684,6 +684,7 @@ var biPublicRoutes = map[string]bool{
 	"GET /_matrix/client/{v}/profile/:userID":                             true,
 	"GET /_matrix/client/{v}/profile/:userID/:field":                      true,
 	"GET /_synapse/admin/v1/register":                                     true,
+	"GET /_matrix/client/{v}/directory/room/:alias":                       true,
 	"POST /_synapse/admin/v1/register":                                    true,
 }
 

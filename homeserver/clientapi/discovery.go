@@ -8,6 +8,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"maunium.net/go/mautrix"
 
+	"github.com/switchboard-im/switchboard/homeserver/rooms"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
 )
 
@@ -51,7 +52,12 @@ func (a *API) getWellKnownServer(c *gin.Context) {
 }
 
 func (a *API) getCapabilities(c *gin.Context, _ *storage.Session) {
+	available := gin.H{}
+	for _, v := range rooms.SupportedVersions {
+		available[string(v)] = "stable"
+	}
 	c.JSON(http.StatusOK, gin.H{"capabilities": gin.H{
+		"m.room_versions":   gin.H{"default": rooms.DefaultVersion, "available": available},
 		"m.change_password": gin.H{"enabled": true},
 		"m.set_displayname": gin.H{"enabled": true},
 		"m.set_avatar_url":  gin.H{"enabled": true},

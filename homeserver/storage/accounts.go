@@ -99,8 +99,8 @@ func (db *DB) DeactivateUser(ctx context.Context, userID id.UserID, erase bool) 
 		if err := db.expectOne(ctx, "deactivate", `UPDATE users SET deactivated = true, password_hash = NULL, is_admin = false WHERE user_id = $1`, userID); err != nil {
 			return err
 		}
-		if _, err := db.Exec(ctx, `DELETE FROM devices WHERE user_id = $1`, userID); err != nil {
-			return fmt.Errorf("delete devices: %w", err)
+		if err := db.DeleteOtherDevices(ctx, userID, ""); err != nil {
+			return err
 		}
 		if erase {
 			if _, err := db.Exec(ctx, `DELETE FROM profile_fields WHERE user_id = $1`, userID); err != nil {

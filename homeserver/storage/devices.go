@@ -131,18 +131,23 @@ func (db *DB) DeleteDevices(ctx context.Context, userID id.UserID, deviceIDs ...
 			if _, err := db.Exec(ctx, `DELETE FROM devices WHERE user_id = $1 AND device_id = $2`, userID, deviceID); err != nil {
 				return fmt.Errorf("delete device: %w", err)
 			}
+			if err := db.DeleteToDeviceForDevice(ctx, userID, deviceID); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
 }
 
-// DeleteOtherDevices deletes every device of the user except keep.
+// DeleteOtherDevices deletes every device of the user except keep (all
+// when keep is empty), with their tokens and pending to-device messages.
 func (db *DB) DeleteOtherDevices(ctx context.Context, userID id.UserID, keep id.DeviceID) error {
-	_, err := db.Exec(ctx, `DELETE FROM devices WHERE user_id = $1 AND device_id <> $2`, userID, keep)
-	if err != nil {
-		return fmt.Errorf("delete other devices: %w", err)
-	}
-	return nil
+	return db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if _, err := db.Exec(ctx, `DELETE FROM devices WHERE user_id = $1 AND device_id <> $2`, userID, keep); err != nil {
+			return fmt.Errorf("delete other devices: %w", err)
+		}
+		return db.DeleteToDeviceForOtherDevices(ctx, userID, keep)
+	})
 }
 
 // InsertAccessToken stores a new access token's hash.

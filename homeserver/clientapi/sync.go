@@ -1,0 +1,87 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"maunium.net/go/mautrix"
+
+	"github.com/switchboard-im/switchboard/homeserver/storage"
+	"github.com/switchboard-im/switchboard/homeserver/syncapi"
+)
+
+// maxSyncTimeout caps long-polls so proxies and clients see a regular answer.
+const maxSyncTimeout = 5 * time.Minute
+
+func (a *API) registerSync(g gin.IRouter) {
+	g.GET("/sync", a.authed(a.getSync))
+}
+
+func (a *API) getSync(c *gin.Context, sess *storage.Session) {
+	req := syncapi.Request{User: sess.UserID, Device: sess.DeviceID, FullState: c.Query("full_state") == "true"}
+	if raw := c.Query("since"); raw != "" {
+		t, err := syncapi.ParseToken(raw)
+		if err != nil {
+			fail(c, mautrix.MInvalidParam.WithMessage("Invalid since token"))
+			return
+		}
+		req.Since = &t
+	}
+	if raw := c.Query("timeout"); raw != "" {
+		ms, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil || ms < 0 {
+			fail(c, mautrix.MInvalidParam.WithMessage("timeout must be a non-negative integer"))
+			return
+		}
+		req.Timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
+	}
+	filter, ok := a.syncFilter(c, sess)
+	if !ok {
+		return
+	}
+	req.Filter = filter
+	resp, err := a.syncer().Sync(c.Request.Context(), req)
+	if err != nil {
+		if c.Request.Context().Err() != nil {
+			return // the client went away
+		}
+		a.internalError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, resp)
+}
+
+func (a *API) syncer() *syncapi.Syncer {
+	return &syncapi.Syncer{DB: a.db, Rooms: a.rooms, Notifier: a.notifier}
+}
+
+// syncFilter reads the filter parameter: inline JSON or a stored filter ID.
+func (a *API) syncFilter(c *gin.Context, sess *storage.Session) (*mautrix.Filter, bool) {
+	raw := c.Query("filter")
+	if raw == "" {
+		return &mautrix.Filter{}, true
+	}
+	data := []byte(raw)
+	if !strings.HasPrefix(strings.TrimSpace(raw), "{") {
+		stored, err := a.db.GetFilter(c.Request.Context(), sess.UserID, raw)
+		if errors.Is(err, storage.ErrNotFound) {
+			fail(c, mautrix.MNotFound.WithMessage("Unknown filter %q", raw))
+			return nil, false
+		} else if err != nil {
+			a.internalError(c, err)
+			return nil, false
+		}
+		data = stored
+	}
+	var f mautrix.Filter
+	if err := json.Unmarshal(data, &f); err != nil {
+		fail(c, mautrix.MBadJSON.WithMessage("Invalid filter: %v", err))
+		return nil, false
+	}
+	return &f, true
+}
