@@ -23,10 +23,17 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver/storage"
 )
 
-// Token is a sync position: "s{pos}".
-type Token struct{ Pos int64 }
+// Token is a sync position, "s{pos}_{typing}": Pos is the stream position
+// of everything persisted, Typing the serial of the in-memory typing
+// notifications (which have no stream position).
+type Token struct {
+	Pos    int64
+	Typing int64
+}
 
-func (t Token) String() string { return "s" + strconv.FormatInt(t.Pos, 10) }
+func (t Token) String() string {
+	return "s" + strconv.FormatInt(t.Pos, 10) + "_" + strconv.FormatInt(t.Typing, 10)
+}
 
 // ErrBadToken is an unparseable since token.
 var ErrBadToken = errors.New("invalid sync token")
@@ -36,12 +43,19 @@ func ParseToken(raw string) (Token, error) {
 	if !strings.HasPrefix(raw, "s") {
 		return Token{}, ErrBadToken
 	}
-	head, _, _ := strings.Cut(raw[1:], "_")
+	head, rest, _ := strings.Cut(raw[1:], "_")
 	pos, err := strconv.ParseInt(head, 10, 64)
 	if err != nil || pos < 0 {
 		return Token{}, ErrBadToken
 	}
-	return Token{Pos: pos}, nil
+	t := Token{Pos: pos}
+	if rest != "" {
+		typingPart, _, _ := strings.Cut(rest, "_")
+		if t.Typing, err = strconv.ParseInt(typingPart, 10, 64); err != nil || t.Typing < 0 {
+			return Token{}, ErrBadToken
+		}
+	}
+	return t, nil
 }
 
 // Syncer computes sync responses.
@@ -232,6 +246,12 @@ func (s *Syncer) compute(ctx context.Context, req Request, upto int64) (*Respons
 		}
 	}
 	initial := since == 0 || req.FullState
+	joined := map[id.RoomID]bool{}
+	for _, m := range current {
+		if m.Membership == string(event.MembershipJoin) && m.StreamPos <= upto {
+			joined[m.RoomID] = true
+		}
+	}
 	for _, m := range current {
 		if !roomWanted(roomFilter, m.RoomID) || m.StreamPos > upto {
 			continue
@@ -284,6 +304,15 @@ func (s *Syncer) compute(ctx context.Context, req Request, upto int64) (*Respons
 				resp.Rooms.Leave[m.RoomID] = lr
 			}
 		}
+	}
+	if err := s.accountData(ctx, req, resp, since, upto, joined); err != nil {
+		return nil, err
+	}
+	if err := s.toDevice(ctx, req, resp, since, upto); err != nil {
+		return nil, err
+	}
+	if err := s.presence(ctx, req, resp, since, upto, joined); err != nil {
+		return nil, err
 	}
 	return resp, nil
 }

@@ -1,0 +1,99 @@
+package clientapi_test
+
+import (
+	"encoding/json"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/switchboard-im/switchboard/homeserver/hstest"
+	"github.com/switchboard-im/switchboard/internal/testdb"
+)
+
+func TestSyncAccountDataToDeviceAndPresence(t *testing.T) {
+	testdb.ForEach(t, func(t *testing.T, uri string) {
+		srv := hstest.Start(t, uri, nil)
+		alice, bob := srv.NewUser("alice"), srv.NewUser("bob")
+		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		roomID := created.RoomID
+		if _, err := bob.JoinRoomByID(ctx, roomID); err != nil {
+			t.Fatal(err)
+		}
+		first, err := alice.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.SetAccountData(ctx, "org.example.settings", map[string]any{"theme": "dark"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.AddTag(ctx, roomID, "m.favourite", 0.5); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.SendToDevice(ctx, event.NewEventType("org.example.ping"), &mautrix.ReqSendToDevice{
+			Messages: map[id.UserID]map[id.DeviceID]*event.Content{alice.UserID: {"*": {Raw: map[string]any{"n": 1}}}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := bob.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceOnline, StatusMsg: "brewing"}); err != nil {
+			t.Fatal(err)
+		}
+		next, err := alice.SyncRequest(ctx, 0, first.NextBatch, "", false, event.PresenceOnline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		foundSettings := false
+		for _, e := range next.AccountData.Events {
+			if e.Type.Type == "org.example.settings" {
+				foundSettings = true
+			}
+		}
+		if !foundSettings {
+			t.Fatalf("global account data missing: %+v", next.AccountData.Events)
+		}
+		jr := next.Rooms.Join[roomID]
+		if jr == nil || len(jr.AccountData.Events) != 1 || jr.AccountData.Events[0].Type.Type != "m.tag" {
+			t.Fatalf("room account data (tags) missing: %+v", jr)
+		}
+		if len(next.ToDevice.Events) != 1 || next.ToDevice.Events[0].Sender != bob.UserID {
+			t.Fatalf("to-device = %+v", next.ToDevice.Events)
+		}
+		raw, _ := json.Marshal(next.ToDevice.Events[0].Content.Raw)
+		if string(raw) != `{"n":1}` {
+			t.Fatalf("to-device content %s", raw)
+		}
+		foundPresence := false
+		for _, e := range next.Presence.Events {
+			if e.Sender == bob.UserID {
+				_ = e.Content.ParseRaw(event.EphemeralEventPresence)
+				if p := e.Content.AsPresence(); p.StatusMessage == "brewing" {
+					foundPresence = true
+				}
+			}
+		}
+		if !foundPresence {
+			t.Fatalf("bob's presence missing: %+v", next.Presence.Events)
+		}
+		// A client that lost that response repeats its old token and gets
+		// the message again: nothing is acknowledged yet.
+		retry, err := alice.SyncRequest(ctx, 0, first.NextBatch, "", false, event.PresenceOnline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(retry.ToDevice.Events) != 1 {
+			t.Fatalf("unacknowledged to-device message lost on retry: %+v", retry.ToDevice.Events)
+		}
+		// Syncing on from next_batch acknowledges it: it is gone for good.
+		after, err := alice.SyncRequest(ctx, 0, retry.NextBatch, "", false, event.PresenceOnline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(after.ToDevice.Events) != 0 {
+			t.Fatalf("acknowledged to-device message delivered again: %+v", after.ToDevice.Events)
+		}
+	})
+}
