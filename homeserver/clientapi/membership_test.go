@@ -164,3 +164,43 @@ func TestSendIdempotency(t *testing.T) {
 		t.Fatalf("transaction_id = %q, %v", ev.Unsigned.TransactionID, err)
 	}
 }
+
+func TestProfileChangeReachesRoomsAndMembersAt(t *testing.T) {
+	testdb.ForEach(t, func(t *testing.T, uri string) {
+		srv := hstest.Start(t, uri, nil)
+		alice, bob := srv.NewUser("alice"), srv.NewUser("bob")
+		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		roomID := created.RoomID
+		before, err := alice.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.JoinRoomByID(ctx, roomID); err != nil {
+			t.Fatal(err)
+		}
+		if err := bob.SetDisplayName(ctx, "Bobby"); err != nil {
+			t.Fatal(err)
+		}
+		members, err := alice.JoinedMembers(ctx, roomID)
+		if err != nil || members.Joined[bob.UserID].DisplayName != "Bobby" {
+			t.Fatalf("bob's room display name after profile change = %+v, %v", members.Joined[bob.UserID], err)
+		}
+		// /members?at= the earlier token: bob had not joined yet.
+		old, err := alice.Members(ctx, roomID, mautrix.ReqMembers{At: before.NextBatch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range old.Chunk {
+			if e.GetStateKey() == string(bob.UserID) {
+				t.Fatalf("members at an earlier token include bob: %+v", e)
+			}
+		}
+		now, err := alice.Members(ctx, roomID, mautrix.ReqMembers{Membership: event.MembershipJoin})
+		if err != nil || len(now.Chunk) != 2 {
+			t.Fatalf("current joined members = %d, %v", len(now.Chunk), err)
+		}
+	})
+}

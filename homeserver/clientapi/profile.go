@@ -10,8 +10,10 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/switchboard-im/switchboard/homeserver/rooms"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
 )
 
@@ -143,7 +145,35 @@ func (a *API) putProfileField(c *gin.Context, sess *storage.Session) {
 		a.internalError(c, err)
 		return
 	}
+	if field == "displayname" || field == "avatar_url" {
+		a.propagateProfile(c, userID)
+	}
 	c.JSON(http.StatusOK, gin.H{})
+}
+
+// propagateProfile sends a fresh join event carrying the new display name
+// and avatar into every room the user is joined to, as the spec requires
+// ("Events on Change of Profile Information"). A room where the update is
+// refused (e.g. by its power levels) keeps the old profile.
+func (a *API) propagateProfile(c *gin.Context, userID id.UserID) {
+	ctx := c.Request.Context()
+	memberships, err := a.db.UserRooms(ctx, userID)
+	if err != nil {
+		zerologFromGin(c).Warn().Err(err).Msg("Failed to list rooms for profile propagation")
+		return
+	}
+	profile := a.profileFor(c, userID)
+	for _, m := range memberships {
+		if m.Membership != string(event.MembershipJoin) {
+			continue
+		}
+		_, err := a.rooms.SetMembership(ctx, m.RoomID, rooms.MembershipRequest{
+			Sender: userID, Target: userID, Membership: event.MembershipJoin, Profile: profile,
+		})
+		if err != nil {
+			zerologFromGin(c).Info().Err(err).Stringer("room_id", m.RoomID).Msg("Profile change not propagated to room")
+		}
+	}
 }
 
 func (a *API) deleteProfileField(c *gin.Context, sess *storage.Session) {

@@ -61,6 +61,10 @@ func (a *API) roomError(c *gin.Context, err error) {
 		fail(c, mautrix.MBadJSON.WithMessage("%s", err.Error()))
 	case errors.Is(err, rooms.ErrUnsupportedVersion):
 		fail(c, mautrix.MUnsupportedRoomVersion.WithMessage("%s", err.Error()).WithStatus(http.StatusBadRequest))
+	case errors.Is(err, rooms.ErrDuplicateAnnotation): // TEMP-RELATIONS
+		fail(c, errDuplicateAnnotation.WithMessage("%s", err.Error())) // TEMP-RELATIONS
+	case errors.Is(err, rooms.ErrThreadOnRelation): // TEMP-RELATIONS
+		fail(c, mautrix.MUnknown.WithMessage("%s", err.Error()).WithStatus(http.StatusBadRequest)) // TEMP-RELATIONS
 	case errors.Is(err, rooms.ErrNotBanned):
 		fail(c, mautrix.MBadState.WithMessage("User is not banned").WithStatus(http.StatusBadRequest))
 	default:
@@ -578,6 +582,11 @@ func (a *API) getMembers(c *gin.Context, sess *storage.Session) {
 	if !ok {
 		return
 	}
+	if at := c.Query("at"); at != "" {
+		if events, ok = a.stateAtToken(c, roomID, at); !ok {
+			return
+		}
+	}
 	want, notWant := c.Query("membership"), c.Query("not_membership")
 	var members []*storage.Event
 	for _, e := range events {
@@ -630,6 +639,35 @@ func (a *API) getJoinedMembers(c *gin.Context, sess *storage.Session) {
 		joined[id.UserID(*e.StateKey)] = entry
 	}
 	c.JSON(http.StatusOK, gin.H{"joined": joined})
+}
+
+// stateAtToken returns the room state at a sync or pagination token (the
+// state after the room's last event at that point), for /members?at=.
+func (a *API) stateAtToken(c *gin.Context, roomID id.RoomID, raw string) ([]*storage.Event, bool) {
+	ctx := c.Request.Context()
+	tok, ok := a.parsePaginationToken(c, roomID, raw)
+	if !ok {
+		return nil, false
+	}
+	events, err := a.db.RoomEventsTopological(ctx, roomID, tok.depth, tok.pos, 1, true)
+	if err != nil {
+		a.internalError(c, err)
+		return nil, false
+	}
+	if len(events) == 0 {
+		return []*storage.Event{}, true
+	}
+	state, err := a.rooms.StateAt(ctx, events[0], true)
+	if err != nil {
+		a.internalError(c, err)
+		return nil, false
+	}
+	out, err := a.rooms.StateEvents(ctx, state)
+	if err != nil {
+		a.internalError(c, err)
+		return nil, false
+	}
+	return out, true
 }
 
 // stateKeyParam reads the catch-all state key ("" when absent).
