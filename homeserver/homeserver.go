@@ -54,6 +54,15 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Homeserv
 		return nil, err
 	}
 	n := notifier.New(nil)
+	// Several homeserver processes may share a PostgreSQL database: a write
+	// in one must wake long-polling syncs in the others, which the notifier
+	// does through LISTEN/NOTIFY (Serve closes it). SQLite has one process.
+	if dialect, dsn, _ := config.SplitDatabase(cfg.Database); dialect == "postgres" {
+		if err := n.ConnectPostgres(ctx, dsn, log.With().Str("component", "notifier").Logger()); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("sync notifier: %w", err)
+		}
+	}
 	hs := &Homeserver{
 		Config:   cfg,
 		DB:       db,
@@ -181,6 +190,7 @@ func (hs *Homeserver) instrument() gin.HandlerFunc {
 func (hs *Homeserver) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", hs.Config.Listen)
 	if err != nil {
+		hs.Notifier.Close() // stops the PostgreSQL wake-up exchange, if any
 		hs.DB.Close()
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -190,6 +200,9 @@ func (hs *Homeserver) Run(ctx context.Context) error {
 // Serve is Run on an already-open listener.
 func (hs *Homeserver) Serve(ctx context.Context, ln net.Listener) error {
 	defer hs.DB.Close()
+	// After in-flight requests finish (their wake-ups are flushed to the
+	// other processes) and before the database closes.
+	defer hs.Notifier.Close()
 	srv := &http.Server{
 		Handler:           hs.router,
 		ReadHeaderTimeout: 10 * time.Second,

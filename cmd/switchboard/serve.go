@@ -120,6 +120,7 @@ func serve(name string, args []string, stdout io.Writer) error {
 	// Bind before announcing, so the banner never names a port we lack.
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		hs.Notifier.Close()
 		hs.DB.Close()
 		return fmt.Errorf("listen: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 
 	"github.com/switchboard-im/switchboard/homeserver/storage"
 	"github.com/switchboard-im/switchboard/homeserver/syncapi"
@@ -45,6 +46,7 @@ func (a *API) getSync(c *gin.Context, sess *storage.Session) {
 		return
 	}
 	req.Filter = filter
+	a.syncPresence(c, sess)
 	resp, err := a.syncer().Sync(c.Request.Context(), req)
 	if err != nil {
 		if c.Request.Context().Err() != nil {
@@ -54,6 +56,36 @@ func (a *API) getSync(c *gin.Context, sess *storage.Session) {
 		return
 	}
 	c.JSON(http.StatusOK, resp)
+}
+
+// presenceRefresh is how stale last_active may get before a syncing client
+// refreshes it: a write per sync would cost more than the sync itself.
+const presenceRefresh = time.Minute
+
+// syncPresence applies /sync's set_presence (default online): a syncing
+// client marks its user online or unavailable; "offline" changes nothing.
+func (a *API) syncPresence(c *gin.Context, sess *storage.Session) {
+	state := event.PresenceOnline
+	switch c.Query("set_presence") {
+	case "offline":
+		return
+	case "unavailable":
+		state = event.PresenceUnavailable
+	}
+	ctx := c.Request.Context()
+	var statusMsg *string
+	if p, err := a.db.GetPresence(ctx, sess.UserID); err == nil {
+		if p.Presence == state && time.Since(time.UnixMilli(p.LastActiveTS)) < presenceRefresh {
+			return
+		}
+		statusMsg = p.StatusMsg
+	}
+	pos, err := a.db.SetPresence(ctx, sess.UserID, state, statusMsg)
+	if err != nil {
+		zerologFromGin(c).Warn().Err(err).Msg("Failed to update presence from sync")
+		return
+	}
+	a.wakePresence(ctx, pos, sess.UserID)
 }
 
 func (a *API) syncer() *syncapi.Syncer {

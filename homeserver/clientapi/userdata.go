@@ -5,6 +5,7 @@ package clientapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -429,10 +430,25 @@ func (a *API) putPresence(c *gin.Context, sess *storage.Session) {
 		a.internalError(c, err)
 		return
 	}
-	// Users who share a room with this one are woken once rooms know
-	// their members.
-	a.wakeForUserData(pos, sess.UserID)
+	a.wakePresence(c.Request.Context(), pos, sess.UserID)
 	c.JSON(http.StatusOK, gin.H{})
+}
+
+// wakePresence wakes the user and everyone sharing a joined room with
+// them: their syncs carry the presence change.
+func (a *API) wakePresence(ctx context.Context, pos int64, userID id.UserID) {
+	if a.notifier == nil {
+		return
+	}
+	var joined []id.RoomID
+	if memberships, err := a.db.UserRooms(ctx, userID); err == nil {
+		for _, m := range memberships {
+			if m.Membership == string(event.MembershipJoin) {
+				joined = append(joined, m.RoomID)
+			}
+		}
+	}
+	a.notifier.Wake(pos, []id.UserID{userID}, joined)
 }
 
 func (a *API) getPresence(c *gin.Context, sess *storage.Session) {

@@ -22,6 +22,9 @@ type Notifier struct {
 	mu      sync.Mutex
 	pos     int64
 	waiters map[id.UserID]map[chan struct{}]struct{}
+	// peers forwards wake-ups to the other homeserver processes on the
+	// same PostgreSQL database (nil with one process; see pgnotify.go).
+	peers *peerBridge
 }
 
 // New returns a notifier; roomUsers resolves room-wide wake-ups.
@@ -50,13 +53,24 @@ func (n *Notifier) Wake(pos int64, users []id.UserID, rooms []id.RoomID) {
 	var targets []id.UserID
 	targets = append(targets, users...)
 	n.mu.Lock()
-	resolve := n.roomUsers
+	resolve, peers := n.roomUsers, n.peers
 	n.mu.Unlock()
 	if resolve != nil {
 		for _, r := range rooms {
 			targets = append(targets, resolve(r)...)
 		}
 	}
+	n.wake(pos, targets)
+	// Rooms are resolved here, where the writer's room cache is current,
+	// so peers receive users and need no room state of their own. Data
+	// outside the stream (pos 0) lives in this process's memory only.
+	if peers != nil && pos > 0 {
+		peers.publish(pos, targets)
+	}
+}
+
+// wake wakes the listed users' waiting syncs in this process only.
+func (n *Notifier) wake(pos int64, targets []id.UserID) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if pos > n.pos {

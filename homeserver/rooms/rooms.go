@@ -218,12 +218,14 @@ func (s *Service) Version(ctx context.Context, roomID id.RoomID) (id.RoomVersion
 // localAudience lists the local users a new room event concerns: joined
 // members see it, invited and knocking users see their own stripped state.
 func (s *Service) localAudience(roomID id.RoomID) []id.UserID {
-	rs := s.cached(roomID)
+	// load checks rooms.last_pos, so members who joined through another
+	// process are seen; on database trouble a stale answer beats none.
+	rs, err := s.load(context.Background(), roomID, false)
+	if err != nil {
+		rs = s.cached(roomID)
+	}
 	if rs == nil {
-		rs, _ = s.load(context.Background(), roomID, false)
-		if rs == nil {
-			return nil
-		}
+		return nil
 	}
 	var users []id.UserID
 	for k, p := range rs.state {
