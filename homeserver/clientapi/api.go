@@ -108,6 +108,7 @@ func (a *API) Register(r gin.IRouter) {
 		a.registerPushRules(g)
 		a.registerUserData(g)
 		a.registerFilters(g)
+		a.registerDirectory(g)
 
 		g.GET("/profile/:userID", a.getProfile)
 		g.GET("/profile/:userID/:field", a.getProfileField)

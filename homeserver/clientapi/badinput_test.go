@@ -685,6 +685,8 @@ var biPublicRoutes = map[string]bool{
 	"GET /_matrix/client/{v}/profile/:userID/:field":                      true,
 	"GET /_synapse/admin/v1/register":                                     true,
 	"GET /_matrix/client/{v}/directory/room/:alias":                       true,
+	"GET /_matrix/client/{v}/publicRooms":                                 true,
+	"GET /_matrix/client/{v}/directory/list/room/:roomID":                 true,
 	"POST /_synapse/admin/v1/register":                                    true,
 }
 
