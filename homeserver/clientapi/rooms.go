@@ -61,10 +61,6 @@ func (a *API) roomError(c *gin.Context, err error) {
 		fail(c, mautrix.MBadJSON.WithMessage("%s", err.Error()))
 	case errors.Is(err, rooms.ErrUnsupportedVersion):
 		fail(c, mautrix.MUnsupportedRoomVersion.WithMessage("%s", err.Error()).WithStatus(http.StatusBadRequest))
-	case errors.Is(err, rooms.ErrDuplicateAnnotation): // TEMP-RELATIONS
-		fail(c, errDuplicateAnnotation.WithMessage("%s", err.Error())) // TEMP-RELATIONS
-	case errors.Is(err, rooms.ErrThreadOnRelation): // TEMP-RELATIONS
-		fail(c, mautrix.MUnknown.WithMessage("%s", err.Error()).WithStatus(http.StatusBadRequest)) // TEMP-RELATIONS
 	case errors.Is(err, rooms.ErrNotBanned):
 		fail(c, mautrix.MBadState.WithMessage("User is not banned").WithStatus(http.StatusBadRequest))
 	default:
