@@ -116,6 +116,7 @@ func (a *API) Register(r gin.IRouter) {
 		g.DELETE("/profile/:userID/:field", a.authed(a.deleteProfileField))
 	}
 
+	a.registerRelations(r)
 	admin := r.Group("/_synapse/admin/v1")
 	admin.GET("/register", a.getAdminRegisterNonce)
 	admin.POST("/register", a.postAdminRegister)

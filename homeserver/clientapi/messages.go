@@ -139,10 +139,9 @@ func (a *API) getMessages(c *gin.Context, sess *storage.Session) {
 			a.internalError(c, err)
 			return
 		}
-		if len(page) < max(limit, 50) {
-			exhausted = true
-		}
-		for _, e := range page {
+		short := len(page) < max(limit, 50)
+		stoppedEarly := false
+		for i, e := range page {
 			key := after(e)
 			if to != nil && ((backwards && !to.less(key)) || (!backwards && to.less(key))) {
 				exhausted = true
@@ -162,8 +161,14 @@ func (a *API) getMessages(c *gin.Context, sess *storage.Session) {
 			}
 			chunk = append(chunk, e)
 			if len(chunk) == limit {
+				stoppedEarly = i < len(page)-1
 				break
 			}
+		}
+		// A short page read to its end means the room has no more events
+		// in this direction; stopping at the limit inside it does not.
+		if short && !stoppedEarly {
+			exhausted = true
 		}
 	}
 	if !seenAny && len(chunk) == 0 && !h.CanSee(math.MaxInt64) && h.MembershipAt(math.MaxInt64) != event.MembershipJoin && h.LastLeave() == 0 {

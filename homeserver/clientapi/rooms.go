@@ -61,6 +61,10 @@ func (a *API) roomError(c *gin.Context, err error) {
 		fail(c, mautrix.MBadJSON.WithMessage("%s", err.Error()))
 	case errors.Is(err, rooms.ErrUnsupportedVersion):
 		fail(c, mautrix.MUnsupportedRoomVersion.WithMessage("%s", err.Error()).WithStatus(http.StatusBadRequest))
+	case errors.Is(err, rooms.ErrDuplicateAnnotation):
+		fail(c, errDuplicateAnnotation.WithMessage("%s", err.Error()))
+	case errors.Is(err, rooms.ErrThreadOnRelation):
+		fail(c, mautrix.MUnknown.WithMessage("%s", err.Error()).WithStatus(http.StatusBadRequest))
 	case errors.Is(err, rooms.ErrNotBanned):
 		fail(c, mautrix.MBadState.WithMessage("User is not banned").WithStatus(http.StatusBadRequest))
 	default:

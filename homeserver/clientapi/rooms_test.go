@@ -2,7 +2,9 @@ package clientapi_test
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -182,4 +184,37 @@ func TestSyncLongPollWakes(t *testing.T) {
 			t.Fatal("long-poll was not woken by a new message")
 		}
 	})
+}
+
+func TestMessagesPagination(t *testing.T) {
+	srv := hstest.Start(t, testdb.SQLiteURI(t), nil)
+	alice := srv.NewUser("alice")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		sendText(t, alice, created.RoomID, fmt.Sprintf("m%d", i))
+	}
+	var got []string
+	from := ""
+	for page := 0; page < 20; page++ {
+		resp, err := alice.Messages(ctx, created.RoomID, from, "", mautrix.DirectionBackward, &mautrix.FilterPart{Types: []event.Type{event.EventMessage}}, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, bodies(resp.Chunk)...)
+		if resp.End == "" {
+			break
+		}
+		from = resp.End
+	}
+	if strings.Join(got, ",") != "m5,m4,m3,m2,m1" {
+		t.Fatalf("paged backwards through %q", got)
+	}
+	// And forwards from the start.
+	fwd, err := alice.Messages(ctx, created.RoomID, "", "", mautrix.DirectionForward, &mautrix.FilterPart{Types: []event.Type{event.EventMessage}}, 2)
+	if err != nil || strings.Join(bodies(fwd.Chunk), ",") != "m1,m2" || fwd.End == "" {
+		t.Fatalf("forward page = %q end %q, %v", bodies(fwd.Chunk), fwd.End, err)
+	}
 }

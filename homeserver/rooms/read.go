@@ -81,6 +81,7 @@ func (s *Service) Render(ctx context.Context, events []*storage.Event, viewer Vi
 		}
 		out = append(out, ce)
 	}
+	s.BundleAggregations(ctx, out, viewer)
 	return out
 }
 

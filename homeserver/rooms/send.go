@@ -42,6 +42,9 @@ func (s *Service) Send(ctx context.Context, roomID id.RoomID, req EventRequest) 
 				return err
 			}
 		}
+		if err := w.checkRelation(ctx, req); err != nil {
+			return err
+		}
 		e, err := w.append(ctx, req)
 		if err != nil {
 			return err
