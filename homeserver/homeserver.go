@@ -28,6 +28,7 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver/notifier"
 	"github.com/switchboard-im/switchboard/homeserver/rooms"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
+	"github.com/switchboard-im/switchboard/homeserver/typing"
 )
 
 // Homeserver is one homeserver process.
@@ -37,6 +38,7 @@ type Homeserver struct {
 	Accounts *accounts.Service
 	Notifier *notifier.Notifier
 	Rooms    *rooms.Service
+	Typing   *typing.Tracker
 
 	log     zerolog.Logger
 	router  *gin.Engine
@@ -69,6 +71,7 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Homeserv
 		Accounts: accounts.New(db, cfg),
 		Notifier: n,
 		Rooms:    rooms.New(db, cfg.ServerName, key, n, log.With().Str("component", "rooms").Logger()),
+		Typing:   typing.New(n),
 		log:      log,
 		metrics:  prometheus.NewRegistry(),
 	}
@@ -94,7 +97,7 @@ func (hs *Homeserver) buildRouter() *gin.Engine {
 	}
 	r.Use(hs.requestLog(), hs.recoverPanics(), hs.instrument(), cors, clientapi.ValidateRequestStrings)
 	clientapi.New(clientapi.Deps{
-		Config: hs.Config, DB: hs.DB, Accounts: hs.Accounts, Notifier: hs.Notifier, Rooms: hs.Rooms, Log: hs.log,
+		Config: hs.Config, DB: hs.DB, Accounts: hs.Accounts, Notifier: hs.Notifier, Rooms: hs.Rooms, Typing: hs.Typing, Log: hs.log,
 	}).Register(r)
 	r.NoRoute(clientapi.NotFound)
 	r.NoMethod(clientapi.MethodNotAllowed)
@@ -203,6 +206,7 @@ func (hs *Homeserver) Serve(ctx context.Context, ln net.Listener) error {
 	// After in-flight requests finish (their wake-ups are flushed to the
 	// other processes) and before the database closes.
 	defer hs.Notifier.Close()
+	defer hs.Typing.Close()
 	srv := &http.Server{
 		Handler:           hs.router,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -26,6 +26,7 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver/ratelimit"
 	"github.com/switchboard-im/switchboard/homeserver/rooms"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
+	"github.com/switchboard-im/switchboard/homeserver/typing"
 )
 
 // Deps are the subsystems the client API calls.
@@ -35,6 +36,7 @@ type Deps struct {
 	Accounts *accounts.Service
 	Notifier *notifier.Notifier
 	Rooms    *rooms.Service
+	Typing   *typing.Tracker
 	Log      zerolog.Logger
 }
 
@@ -45,6 +47,7 @@ type API struct {
 	accounts *accounts.Service
 	notifier *notifier.Notifier
 	rooms    *rooms.Service
+	typing   *typing.Tracker
 	log      zerolog.Logger
 
 	loginLimit       *ratelimit.Limiter // per IP
@@ -62,6 +65,7 @@ func New(d Deps) *API {
 		accounts:         d.Accounts,
 		notifier:         d.Notifier,
 		rooms:            d.Rooms,
+		typing:           d.Typing,
 		log:              d.Log,
 		loginLimit:       ratelimit.New(cfg.RateLimits.Login),
 		failedLoginLimit: ratelimit.New(cfg.RateLimits.FailedLogin),
@@ -109,6 +113,7 @@ func (a *API) Register(r gin.IRouter) {
 		a.registerUserData(g)
 		a.registerFilters(g)
 		a.registerDirectory(g)
+		a.registerEphemeral(g, a.typing)
 
 		g.GET("/profile/:userID", a.getProfile)
 		g.GET("/profile/:userID/:field", a.getProfileField)

@@ -89,7 +89,7 @@ func (a *API) syncPresence(c *gin.Context, sess *storage.Session) {
 }
 
 func (a *API) syncer() *syncapi.Syncer {
-	return &syncapi.Syncer{DB: a.db, Rooms: a.rooms, Notifier: a.notifier}
+	return &syncapi.Syncer{DB: a.db, Rooms: a.rooms, Notifier: a.notifier, Typing: a.typing}
 }
 
 // syncFilter reads the filter parameter: inline JSON or a stored filter ID.

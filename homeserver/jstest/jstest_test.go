@@ -38,3 +38,13 @@ func TestMessaging(t *testing.T) {
 		runNodeTest(t, srv, "messaging.test.mjs", newTestUser(srv, "alice"), newTestUser(srv, "bob"))
 	})
 }
+
+// TestEphemeral: typing notifications, read receipts, unread counts and the
+// fully-read marker, as the SDK's own sync loop sees them.
+func TestEphemeral(t *testing.T) {
+	requireNode(t)
+	testdb.ForEach(t, func(t *testing.T, uri string) {
+		srv := hstest.Start(t, uri, nil)
+		runNodeTest(t, srv, "ephemeral.test.mjs", newTestUser(srv, "alice"), newTestUser(srv, "bob"))
+	})
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver/notifier"
 	"github.com/switchboard-im/switchboard/homeserver/rooms"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
+	"github.com/switchboard-im/switchboard/homeserver/typing"
 )
 
 // Token is a sync position, "s{pos}_{typing}": Pos is the stream position
@@ -63,6 +64,7 @@ type Syncer struct {
 	DB       *storage.DB
 	Rooms    *rooms.Service
 	Notifier *notifier.Notifier
+	Typing   *typing.Tracker
 }
 
 // Request is one /sync call.
@@ -107,6 +109,8 @@ type JoinedRoom struct {
 	Ephemeral           Events[json.RawMessage]    `json:"ephemeral"`
 	AccountData         Events[json.RawMessage]    `json:"account_data"`
 	UnreadNotifications Unread                     `json:"unread_notifications"`
+	// UnreadThreadNotifications is set when the filter asks for it.
+	UnreadThreadNotifications map[id.EventID]Unread `json:"unread_thread_notifications,omitempty"`
 }
 
 // LeftRoom is a room the user left (or was removed from).
@@ -313,6 +317,16 @@ func (s *Syncer) compute(ctx context.Context, req Request, upto int64) (*Respons
 	}
 	if err := s.presence(ctx, req, resp, since, upto, joined); err != nil {
 		return nil, err
+	}
+	if err := s.ephemeral(ctx, req, resp, since, upto, joined, s.Typing); err != nil {
+		return nil, err
+	}
+	threads, err := s.unread(ctx, req, resp, upto)
+	if err != nil {
+		return nil, err
+	}
+	for roomID, counts := range threads {
+		resp.Rooms.Join[roomID].UnreadThreadNotifications = counts
 	}
 	return resp, nil
 }

@@ -1,0 +1,219 @@
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/pushrules"
+
+	"github.com/switchboard-im/switchboard/homeserver/push"
+	"github.com/switchboard-im/switchboard/homeserver/storage"
+)
+
+// UnreadScanLimit caps how many of a room's newest events one unread count
+// reads. Counts are computed at sync time rather than stored per event, so
+// they are always consistent with the timeline in the same response (spec:
+// the count from a new event appears in the same /sync as the event); the
+// price is the scan, and a room with more unread events than this reports
+// the notifications among its newest UnreadScanLimit events only.
+const UnreadScanLimit = 500
+
+// unreadPage is how many events one query of the scan reads.
+const unreadPage = 100
+
+// mainThread is the thread ID of the main timeline (spec: "Threading").
+const mainThread = "main"
+
+// unread fills unread_notifications of every joined room in the response
+// (spec: "Receiving notifications"): the events after the user's read
+// receipt, from other users, that the user's push rules (the spec's server
+// defaults) make notify, and of those the ones that highlight.
+//
+//   - The read position is the furthest of the user's m.read and
+//     m.read.private receipts; threaded receipts (spec: "Threaded read
+//     receipts") move it for their thread ("main" or a thread root) only.
+//   - The user's own event counts as reading up to it: one in the main
+//     timeline (their join included) ends the scan, one in a thread moves
+//     that thread's position.
+//   - Redacted events do not count; push conditions are evaluated against
+//     the room's current state (member count, display name, power levels).
+//
+// With unread_thread_notifications set in the timeline filter,
+// unread_notifications counts the main timeline only and the returned map
+// holds each room's per-thread counts (threads without notifications left
+// out) for unread_thread_notifications; otherwise the map is empty and the
+// counts cover the whole room.
+func (s *Syncer) unread(ctx context.Context, req Request, resp *Response, upto int64) (map[id.RoomID]map[id.EventID]Unread, error) {
+	threads := map[id.RoomID]map[id.EventID]Unread{}
+	if len(resp.Rooms.Join) == 0 {
+		return threads, nil
+	}
+	var rules pushrules.PushRuleset
+	if err := json.Unmarshal(push.DefaultRuleset(req.User), &rules); err != nil {
+		return nil, err
+	}
+	perThread := timelineFilter(req).UnreadThreadNotifications
+	for roomID, jr := range resp.Rooms.Join {
+		counts, err := s.unreadCounts(ctx, &rules, req.User, roomID, upto)
+		if err != nil {
+			return nil, err
+		}
+		if !perThread {
+			var total Unread
+			for _, c := range counts {
+				total.NotificationCount += c.NotificationCount
+				total.HighlightCount += c.HighlightCount
+			}
+			jr.UnreadNotifications = total
+			continue
+		}
+		jr.UnreadNotifications = counts[mainThread]
+		for thread, c := range counts {
+			if thread == mainThread || c.NotificationCount == 0 {
+				continue
+			}
+			if threads[roomID] == nil {
+				threads[roomID] = map[id.EventID]Unread{}
+			}
+			threads[roomID][id.EventID(thread)] = c
+		}
+	}
+	return threads, nil
+}
+
+// unreadCounts counts a room's unread notifications for user per thread
+// ("main" for the main timeline).
+func (s *Syncer) unreadCounts(ctx context.Context, rules *pushrules.PushRuleset, user id.UserID, roomID id.RoomID, upto int64) (map[string]Unread, error) {
+	read, err := s.DB.ReadUpTo(ctx, roomID, user)
+	if err != nil {
+		return nil, err
+	}
+	unthreaded := read[""]
+	counts := map[string]Unread{}
+	var room *pushRoom
+	cursor, scanned := upto, 0
+	for scanned < UnreadScanLimit && cursor > unthreaded {
+		page, err := s.DB.RoomEvents(ctx, roomID, unthreaded, cursor, min(unreadPage, UnreadScanLimit-scanned), true)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range page {
+			cursor = e.StreamPos - 1
+			scanned++
+			thread := threadOf(e)
+			if e.Sender == user {
+				if thread == mainThread {
+					return counts, nil
+				}
+				read[thread] = max(read[thread], e.StreamPos)
+				continue
+			}
+			if e.StreamPos <= read[thread] || e.RedactedBy != "" {
+				continue
+			}
+			if room == nil {
+				if room, err = s.pushRoom(ctx, roomID, user); err != nil {
+					return nil, err
+				}
+			}
+			notify, highlight := evaluatePush(rules, room, e)
+			if !notify {
+				continue
+			}
+			c := counts[thread]
+			c.NotificationCount++
+			if highlight {
+				c.HighlightCount++
+			}
+			counts[thread] = c
+		}
+		if len(page) < unreadPage {
+			break
+		}
+	}
+	return counts, nil
+}
+
+// threadOf is the thread an event belongs to: the root of its m.thread
+// relation, else the main timeline. (Events related to a thread event by
+// other relations — reactions, edits — count as main timeline; the default
+// rules never notify for them.)
+func threadOf(e *storage.Event) string {
+	if e.RelType == string(event.RelThread) && e.RelatesTo != "" {
+		return string(e.RelatesTo)
+	}
+	return mainThread
+}
+
+// evaluatePush runs the push rules on a stored event.
+func evaluatePush(rules *pushrules.PushRuleset, room *pushRoom, e *storage.Event) (notify, highlight bool) {
+	class := event.MessageEventType
+	if e.StateKey != nil {
+		class = event.StateEventType
+	}
+	evt := &event.Event{
+		ID: e.EventID, RoomID: e.RoomID, Sender: e.Sender, StateKey: e.StateKey,
+		Type: event.Type{Type: e.Type, Class: class}, Timestamp: e.OriginServerTS,
+	}
+	content := gjson.GetBytes(e.PDU, "content")
+	if content.IsObject() {
+		if err := evt.Content.UnmarshalJSON([]byte(content.Raw)); err != nil {
+			return false, false
+		}
+	} else {
+		evt.Content.Raw = map[string]any{}
+	}
+	for _, action := range rules.GetActions(room, evt) {
+		switch action.Action {
+		case pushrules.ActionNotify:
+			notify = true
+		case pushrules.ActionSetTweak:
+			if action.Tweak == pushrules.TweakHighlight {
+				// A highlight tweak without a value means true.
+				v, isBool := action.Value.(bool)
+				highlight = v || !isBool
+			}
+		}
+	}
+	return notify, notify && highlight
+}
+
+// pushRoom is what push conditions need to know about a room, from its
+// current state.
+type pushRoom struct {
+	members     int
+	displayName string
+	powerLevels *event.PowerLevelsEventContent
+}
+
+var _ pushrules.PowerLevelfulRoom = (*pushRoom)(nil)
+
+func (r *pushRoom) GetOwnDisplayname() string                      { return r.displayName }
+func (r *pushRoom) GetMemberCount() int                            { return r.members }
+func (r *pushRoom) GetPowerLevels() *event.PowerLevelsEventContent { return r.powerLevels }
+
+func (s *Syncer) pushRoom(ctx context.Context, roomID id.RoomID, user id.UserID) (*pushRoom, error) {
+	state, _, err := s.Rooms.State(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	r := &pushRoom{}
+	for k, p := range state {
+		if k.Type != event.StateMember.Type {
+			continue
+		}
+		if gjson.GetBytes(p.Content, "membership").Str == string(event.MembershipJoin) {
+			r.members++
+		}
+		if id.UserID(k.StateKey) == user {
+			r.displayName = gjson.GetBytes(p.Content, "displayname").Str
+		}
+	}
+	if r.powerLevels, err = s.Rooms.PowerLevels(ctx, roomID); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
