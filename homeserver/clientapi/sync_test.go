@@ -97,3 +97,72 @@ func TestSyncAccountDataToDeviceAndPresence(t *testing.T) {
 		}
 	})
 }
+
+func TestSyncFiltersForgetAndState(t *testing.T) {
+	testdb.ForEach(t, func(t *testing.T, uri string) {
+		srv := hstest.Start(t, uri, nil)
+		alice, bob := srv.NewUser("alice"), srv.NewUser("bob")
+		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Filtered"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		roomID := created.RoomID
+		if _, err := bob.JoinRoomByID(ctx, roomID); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 5; i++ {
+			sendText(t, alice, roomID, "from alice")
+			sendText(t, bob, roomID, "from bob")
+		}
+		// A stored filter: only bob's messages, 3 per timeline, lazy members.
+		filter := &mautrix.Filter{Room: &mautrix.RoomFilter{
+			Timeline: &mautrix.FilterPart{Limit: 3, Senders: []id.UserID{bob.UserID}, Types: []event.Type{event.EventMessage}},
+			State:    &mautrix.FilterPart{LazyLoadMembers: true},
+		}}
+		created2, err := alice.CreateFilter(ctx, filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := alice.SyncRequest(ctx, 0, "", created2.FilterID, false, event.PresenceOnline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jr := resp.Rooms.Join[roomID]
+		if jr == nil {
+			t.Fatal("room missing")
+		}
+		if got := bodies(jr.Timeline.Events); len(got) != 3 || got[0] != "from bob" {
+			t.Fatalf("filtered timeline = %q", got)
+		}
+		if !jr.Timeline.Limited || jr.Timeline.PrevBatch == "" {
+			t.Fatal("a cut timeline must be limited with a prev_batch")
+		}
+		for _, e := range jr.State.Events {
+			if e.Type == event.StateMember && e.GetStateKey() != string(bob.UserID) && e.GetStateKey() != string(alice.UserID) {
+				t.Fatalf("lazy loading sent an unrelated member %s", e.GetStateKey())
+			}
+		}
+		if jr.Summary.JoinedMemberCount == nil || *jr.Summary.JoinedMemberCount != 2 {
+			t.Fatalf("summary = %+v", jr.Summary)
+		}
+		// /state returns the full current state.
+		state, err := bob.State(ctx, roomID)
+		if err != nil || state[event.StateRoomName][""] == nil || len(state[event.StateMember]) != 2 {
+			t.Fatalf("state = %v, %v", state, err)
+		}
+		// Leave and forget: the room never shows up in bob's syncs again.
+		if _, err := bob.LeaveRoom(ctx, roomID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.ForgetRoom(ctx, roomID); err != nil {
+			t.Fatal(err)
+		}
+		all, err := bob.SyncRequest(ctx, 0, "", `{"room":{"include_leave":true}}`, false, event.PresenceOnline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if all.Rooms.Leave[roomID] != nil || all.Rooms.Join[roomID] != nil {
+			t.Fatalf("forgotten room still synced: %+v", all.Rooms)
+		}
+	})
+}
