@@ -31,6 +31,7 @@ func commands() []command {
 		{"homeserver", "start only the homeserver", cmdHomeserver},
 		{"user", "manage users: add, list, deactivate, reset-password", cmdUser},
 		{"registration-token", "manage registration tokens: create, list, delete", cmdRegistrationToken},
+		{"appservice", "manage application service registrations: list, add, remove", cmdAppservice},
 		{"version", "print the version", cmdVersion},
 	}
 }

@@ -40,6 +40,11 @@ type Config struct {
 	DatabaseMaxConns int    `yaml:"database_max_conns"`
 	SigningKeyPath   string `yaml:"signing_key_path"`
 
+	// AppserviceRegistrations lists registration files kept outside
+	// DATA/appservices/ (which is always read); package appservice loads
+	// and checks them.
+	AppserviceRegistrations []string `yaml:"appservice_registrations"`
+
 	Registration RegistrationConfig `yaml:"registration"`
 	Auth         AuthConfig         `yaml:"auth"`
 	RateLimits   RateLimitsConfig   `yaml:"rate_limits"`
@@ -328,6 +333,17 @@ func (c *Config) Validate() error {
 	}
 	if c.SigningKeyPath == "" {
 		return keyErr("signing_key_path", "must be set")
+	}
+	seenRegistrations := make(map[string]int, len(c.AppserviceRegistrations))
+	for i, p := range c.AppserviceRegistrations {
+		key := fmt.Sprintf("appservice_registrations[%d]", i)
+		if strings.TrimSpace(p) == "" {
+			return keyErr(key, "must be the path of a registration file, not empty")
+		}
+		if j, dup := seenRegistrations[filepath.Clean(p)]; dup {
+			return keyErr(key, "%q is already listed as appservice_registrations[%d]", p, j)
+		}
+		seenRegistrations[filepath.Clean(p)] = i
 	}
 	switch c.Registration.Mode {
 	case RegistrationClosed, RegistrationToken, RegistrationOpen:

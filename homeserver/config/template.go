@@ -43,6 +43,12 @@ database_max_conns: {{.DatabaseMaxConns}}
 # The server's ed25519 signing key (Synapse's key file format).
 signing_key_path: {{q .SigningKeyPath}}
 
+# Application service registration files (bridges, bots) kept outside
+# appservices/ in this directory; every appservices/*.yaml file there is
+# always loaded ("switchboard appservice add FILE" puts files there).
+# Example: ["/etc/matrix/irc-registration.yaml"]
+appservice_registrations: [{{range $i, $p := .AppserviceRegistrations}}{{if $i}}, {{end}}{{q $p}}{{end}}]
+
 registration:
   # Who may create accounts through /register:
   #   closed - nobody (admins use "switchboard user add" or the shared secret)
