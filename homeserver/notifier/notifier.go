@@ -25,6 +25,9 @@ type Notifier struct {
 	// peers forwards wake-ups to the other homeserver processes on the
 	// same PostgreSQL database (nil with one process; see pgnotify.go).
 	peers *peerBridge
+	// streamSubs are told about every new stream position, whoever it
+	// concerns (appservice pushers read the whole stream).
+	streamSubs map[chan struct{}]struct{}
 }
 
 // New returns a notifier; roomUsers resolves room-wide wake-ups.
@@ -69,12 +72,37 @@ func (n *Notifier) Wake(pos int64, users []id.UserID, rooms []id.RoomID) {
 	}
 }
 
+// SubscribeStream returns a channel that receives (coalesced) a signal
+// whenever a new stream position is announced, and a function to stop.
+func (n *Notifier) SubscribeStream() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	n.mu.Lock()
+	if n.streamSubs == nil {
+		n.streamSubs = map[chan struct{}]struct{}{}
+	}
+	n.streamSubs[ch] = struct{}{}
+	n.mu.Unlock()
+	return ch, func() {
+		n.mu.Lock()
+		delete(n.streamSubs, ch)
+		n.mu.Unlock()
+	}
+}
+
 // wake wakes the listed users' waiting syncs in this process only.
 func (n *Notifier) wake(pos int64, targets []id.UserID) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if pos > n.pos {
 		n.pos = pos
+	}
+	if pos > 0 {
+		for ch := range n.streamSubs {
+			select {
+			case ch <- struct{}{}:
+			default: // a signal is already pending
+			}
+		}
 	}
 	for _, u := range targets {
 		for ch := range n.waiters[u] {

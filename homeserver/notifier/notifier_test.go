@@ -207,3 +207,29 @@ func TestNotifierConcurrent(t *testing.T) {
 		t.Fatalf("Pos() = %d, want 50", got)
 	}
 }
+
+func TestSubscribeStream(t *testing.T) {
+	n := New(nil)
+	ch, stop := n.SubscribeStream()
+	n.Wake(0, []id.UserID{"@a:x"}, nil) // typing: not a stream position
+	select {
+	case <-ch:
+		t.Fatal("signalled for a non-stream wake")
+	default:
+	}
+	n.Wake(5, nil, nil)
+	n.Wake(6, nil, nil) // coalesced with the pending signal
+	<-ch
+	select {
+	case <-ch:
+		t.Fatal("signals were not coalesced")
+	default:
+	}
+	stop()
+	n.Wake(7, nil, nil)
+	select {
+	case <-ch:
+		t.Fatal("signalled after stop")
+	default:
+	}
+}
