@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -21,8 +22,10 @@ import (
 	"go.mau.fi/util/exhttp"
 	"go.mau.fi/util/random"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/switchboard-im/switchboard/homeserver/accounts"
+	"github.com/switchboard-im/switchboard/homeserver/appservice"
 	"github.com/switchboard-im/switchboard/homeserver/clientapi"
 	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/homeserver/notifier"
@@ -39,6 +42,8 @@ type Homeserver struct {
 	Notifier *notifier.Notifier
 	Rooms    *rooms.Service
 	Typing   *typing.Tracker
+
+	appservices atomic.Pointer[appservice.Registry]
 
 	log     zerolog.Logger
 	router  *gin.Engine
@@ -75,6 +80,11 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Homeserv
 		log:      log,
 		metrics:  prometheus.NewRegistry(),
 	}
+	if err := hs.ReloadAppservices(ctx); err != nil {
+		hs.Notifier.Close()
+		db.Close()
+		return nil, err
+	}
 	hs.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	hs.router = hs.buildRouter()
 	return hs, nil
@@ -98,10 +108,52 @@ func (hs *Homeserver) buildRouter() *gin.Engine {
 	r.Use(hs.requestLog(), hs.recoverPanics(), hs.instrument(), cors, clientapi.ValidateRequestStrings)
 	clientapi.New(clientapi.Deps{
 		Config: hs.Config, DB: hs.DB, Accounts: hs.Accounts, Notifier: hs.Notifier, Rooms: hs.Rooms, Typing: hs.Typing, Log: hs.log,
+		Appservices: hs.Appservices,
 	}).Register(r)
 	r.NoRoute(clientapi.NotFound)
 	r.NoMethod(clientapi.MethodNotAllowed)
 	return r
+}
+
+// Appservices returns the current appservice registrations.
+func (hs *Homeserver) Appservices() *appservice.Registry { return hs.appservices.Load() }
+
+// ReloadAppservices reads and validates the registrations again (at start
+// and on SIGHUP). On error the previous set stays in force. Each
+// appservice's sender user is created if missing.
+func (hs *Homeserver) ReloadAppservices(ctx context.Context) error {
+	users, err := hs.DB.ListUsers(ctx)
+	if err != nil {
+		return err
+	}
+	owner := map[id.UserID]string{}
+	var live []id.UserID
+	for _, u := range users {
+		if u.AppserviceID != "" {
+			owner[u.UserID] = u.AppserviceID
+		}
+		if !u.Deactivated {
+			live = append(live, u.UserID)
+		}
+	}
+	reg, err := appservice.Load(ctx, hs.Config.DataDir, hs.Config.AppserviceRegistrations, hs.Config.ServerName,
+		func(context.Context) ([]id.UserID, error) { return live, nil },
+		func(userID id.UserID, asID string) bool { return owner[userID] == asID })
+	if err != nil {
+		return err
+	}
+	for _, as := range reg.All() {
+		sender := as.SenderUserID(hs.Config.ServerName)
+		err := hs.Accounts.CreateUser(ctx, accounts.NewUser{UserID: sender, AppserviceID: as.ID(), UserType: "bot"})
+		if err != nil && !errors.Is(err, accounts.ErrUserInUse) {
+			return fmt.Errorf("appservice %s: create sender %s: %w", as.ID(), sender, err)
+		}
+	}
+	hs.appservices.Store(reg)
+	if n := len(reg.All()); n > 0 {
+		hs.log.Info().Int("count", n).Msg("Loaded appservice registrations")
+	}
+	return nil
 }
 
 // Handler is the client-facing HTTP handler (for tests and embedding).

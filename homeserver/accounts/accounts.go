@@ -114,6 +114,8 @@ type NewUser struct {
 	Admin       bool
 	UserType    string
 	DisplayName string // defaults to the localpart
+	// AppserviceID marks a ghost registered by an appservice.
+	AppserviceID string
 
 	passwordHash string
 }
@@ -143,7 +145,8 @@ func (s *Service) CreateUser(ctx context.Context, nu NewUser) error {
 		return err
 	}
 	return s.DB.DoTxn(ctx, nil, func(ctx context.Context) error {
-		err := s.DB.CreateUser(ctx, &storage.User{UserID: nu.UserID, PasswordHash: nu.passwordHash, IsAdmin: nu.Admin, UserType: nu.UserType})
+		err := s.DB.CreateUser(ctx, &storage.User{UserID: nu.UserID, PasswordHash: nu.passwordHash, IsAdmin: nu.Admin,
+			UserType: nu.UserType, AppserviceID: nu.AppserviceID})
 		if errors.Is(err, storage.ErrUserExists) {
 			return ErrUserInUse
 		} else if err != nil {

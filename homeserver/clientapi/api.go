@@ -21,6 +21,7 @@ import (
 	"maunium.net/go/mautrix"
 
 	"github.com/switchboard-im/switchboard/homeserver/accounts"
+	"github.com/switchboard-im/switchboard/homeserver/appservice"
 	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/homeserver/notifier"
 	"github.com/switchboard-im/switchboard/homeserver/ratelimit"
@@ -38,6 +39,8 @@ type Deps struct {
 	Rooms    *rooms.Service
 	Typing   *typing.Tracker
 	Log      zerolog.Logger
+	// Appservices returns the current registrations (they reload on SIGHUP).
+	Appservices func() *appservice.Registry
 }
 
 // API holds what the handlers need.
@@ -49,6 +52,8 @@ type API struct {
 	rooms    *rooms.Service
 	typing   *typing.Tracker
 	log      zerolog.Logger
+
+	appservices func() *appservice.Registry
 
 	loginLimit       *ratelimit.Limiter // per IP
 	failedLoginLimit *ratelimit.Limiter // per account
@@ -66,6 +71,7 @@ func New(d Deps) *API {
 		notifier:         d.Notifier,
 		rooms:            d.Rooms,
 		typing:           d.Typing,
+		appservices:      d.Appservices,
 		log:              d.Log,
 		loginLimit:       ratelimit.New(cfg.RateLimits.Login),
 		failedLoginLimit: ratelimit.New(cfg.RateLimits.FailedLogin),
@@ -122,6 +128,7 @@ func (a *API) Register(r gin.IRouter) {
 	}
 
 	a.registerRelations(r)
+	a.registerAppservice(r)
 	admin := r.Group("/_synapse/admin/v1")
 	admin.GET("/register", a.getAdminRegisterNonce)
 	admin.POST("/register", a.postAdminRegister)
@@ -193,6 +200,13 @@ func (a *API) readJSON(c *gin.Context, dst any) (map[string]json.RawMessage, boo
 	var raw map[string]json.RawMessage
 	if body[0] != '{' || json.Unmarshal(body, &raw) != nil {
 		fail(c, mautrix.MBadJSON.WithMessage("Request body must be a JSON object"))
+		return nil, false
+	}
+	// Numbers beyond a double (1e400) are valid JSON but break clients
+	// (and Go) when served back: refuse them here, once, for every store.
+	var probe any
+	if err := json.Unmarshal(body, &probe); err != nil {
+		fail(c, mautrix.MBadJSON.WithMessage("Request body has a value out of range: %v", err))
 		return nil, false
 	}
 	if bytes.Contains(body, []byte(`\u0000`)) && containsNUL(raw) {
@@ -337,6 +351,13 @@ func (a *API) authenticate(c *gin.Context) (*storage.Session, bool) {
 	if !ok {
 		fail(c, mautrix.MMissingToken.WithMessage("Missing access token"))
 		return nil, false
+	}
+	if as := a.registry().ByASToken(token); as != nil {
+		sess, ok := a.appserviceSession(c, as, false)
+		if ok {
+			c.Set(sessionKey, sess)
+		}
+		return sess, ok
 	}
 	sess, err := a.accounts.Authenticate(c.Request.Context(), token, c.ClientIP())
 	switch {

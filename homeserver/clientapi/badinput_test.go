@@ -1019,7 +1019,7 @@ func biCheckNoServerError(t *testing.T, what string, r biResp) {
 	}
 	var obj map[string]any
 	if err := json.Unmarshal(r.body, &obj); err != nil || obj == nil {
-		t.Errorf("%s: HTTP %d, body is not a JSON object: %s", what, r.status, biShort(r.body))
+		t.Errorf("%s: HTTP %d, body is not a JSON object (%v): %s", what, r.status, err, biShort(r.body))
 		return
 	}
 	if !utf8.Valid(r.body) {

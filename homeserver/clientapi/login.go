@@ -16,7 +16,7 @@ import (
 func zerologFromGin(c *gin.Context) *zerolog.Logger { return zerolog.Ctx(c.Request.Context()) }
 
 func (a *API) getLogin(c *gin.Context) {
-	c.JSON(http.StatusOK, gin.H{"flows": []gin.H{{"type": authPassword}}})
+	c.JSON(http.StatusOK, gin.H{"flows": []gin.H{{"type": authPassword}, {"type": authTypeAppservice}}})
 }
 
 type loginRequest struct {
@@ -36,6 +36,10 @@ func (a *API) postLogin(c *gin.Context) {
 	}
 	var req loginRequest
 	if _, ok := a.readJSON(c, &req); !ok {
+		return
+	}
+	if req.Type == authTypeAppservice {
+		a.loginAppserviceUser(c, &req)
 		return
 	}
 	if req.Type != authPassword {

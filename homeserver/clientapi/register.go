@@ -12,10 +12,12 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/switchboard-im/switchboard/homeserver/accounts"
+	"github.com/switchboard-im/switchboard/homeserver/appservice"
 	"github.com/switchboard-im/switchboard/homeserver/config"
 )
 
 type registerRequest struct {
+	Type                     string      `json:"type"`
 	Username                 string      `json:"username"`
 	Password                 string      `json:"password"`
 	DeviceID                 id.DeviceID `json:"device_id"`
@@ -36,7 +38,15 @@ func (a *API) registrationFlows() [][]string {
 }
 
 func (a *API) postRegister(c *gin.Context) {
-	if !limit(c, a.registerLimit, c.ClientIP()) {
+	// An appservice registering a ghost authenticates with its as_token.
+	var as *appservice.AppService
+	if token, ok := accessToken(c); ok {
+		if as = a.registry().ByASToken(token); as == nil {
+			fail(c, mautrix.MUnknownToken.WithMessage("Unknown access token").WithExtraField("soft_logout", false))
+			return
+		}
+	}
+	if (as == nil || as.RateLimited()) && !limit(c, a.registerLimit, c.ClientIP()) {
 		return
 	}
 	if kind := c.DefaultQuery("kind", "user"); kind == "guest" {
@@ -49,6 +59,18 @@ func (a *API) postRegister(c *gin.Context) {
 	var req registerRequest
 	raw, ok := a.readJSON(c, &req)
 	if !ok {
+		return
+	}
+	if as != nil || req.Type == authTypeAppservice {
+		if as == nil {
+			fail(c, mautrix.MMissingToken.WithMessage("m.login.application_service needs the application service's token"))
+			return
+		}
+		if req.Type != authTypeAppservice {
+			fail(c, mautrix.MBadJSON.WithMessage("Application services must register with type %s", authTypeAppservice))
+			return
+		}
+		a.registerAppserviceUser(c, as, &req)
 		return
 	}
 	flows := a.registrationFlows()
@@ -72,6 +94,9 @@ func (a *API) postRegister(c *gin.Context) {
 		}
 		if _, err := a.db.GetUser(ctx, userID); err == nil {
 			fail(c, mautrix.MUserInUse.WithMessage("User ID already taken"))
+			return
+		}
+		if !a.exclusiveUserOwner(c, userID, "") {
 			return
 		}
 	}

@@ -386,7 +386,8 @@ func (a *API) putSend(c *gin.Context, sess *storage.Session) {
 	}
 	content, _ := json.Marshal(raw)
 	req := rooms.EventRequest{Type: evtType, Sender: sess.UserID, Content: json.RawMessage(content),
-		DeviceID: sess.DeviceID, TxnID: c.Param("txnID"), TxnScope: "send/" + string(roomID) + "/" + evtType}
+		DeviceID: sess.DeviceID, TxnID: c.Param("txnID"), TxnScope: "send/" + string(roomID) + "/" + evtType,
+		TS: massagedTS(c, sess)}
 	if evtType == event.EventRedaction.Type {
 		var r struct {
 			Redacts id.EventID `json:"redacts"`
@@ -455,7 +456,7 @@ func (a *API) putState(c *gin.Context, sess *storage.Session) {
 	}
 	content, _ := json.Marshal(raw)
 	e, err := a.rooms.Send(c.Request.Context(), roomID, rooms.EventRequest{Type: evtType, StateKey: &stateKey,
-		Sender: sess.UserID, Content: json.RawMessage(content), DeviceID: sess.DeviceID})
+		Sender: sess.UserID, Content: json.RawMessage(content), DeviceID: sess.DeviceID, TS: massagedTS(c, sess)})
 	if err != nil {
 		a.roomError(c, err)
 		return

@@ -17,6 +17,8 @@ type User struct {
 	Deactivated  bool
 	UserType     string
 	CreatedTS    int64
+	// AppserviceID names the appservice that registered this user (its ghost).
+	AppserviceID string
 }
 
 // ErrUserExists is returned by CreateUser when the ID is taken.
@@ -29,9 +31,9 @@ func (db *DB) CreateUser(ctx context.Context, u *User) error {
 		u.CreatedTS = nowMS()
 	}
 	res, err := db.Exec(ctx, `
-		INSERT INTO users (user_id, password_hash, is_admin, deactivated, user_type, created_ts)
-		VALUES ($1, $2, $3, false, $4, $5) ON CONFLICT (user_id) DO NOTHING`,
-		u.UserID, nullString(u.PasswordHash), u.IsAdmin, nullString(u.UserType), u.CreatedTS)
+		INSERT INTO users (user_id, password_hash, is_admin, deactivated, user_type, created_ts, appservice_id)
+		VALUES ($1, $2, $3, false, $4, $5, $6) ON CONFLICT (user_id) DO NOTHING`,
+		u.UserID, nullString(u.PasswordHash), u.IsAdmin, nullString(u.UserType), u.CreatedTS, nullString(u.AppserviceID))
 	if err != nil {
 		return fmt.Errorf("insert user: %w", err)
 	}
@@ -41,15 +43,15 @@ func (db *DB) CreateUser(ctx context.Context, u *User) error {
 	return nil
 }
 
-const userColumns = `user_id, password_hash, is_admin, deactivated, user_type, created_ts`
+const userColumns = `user_id, password_hash, is_admin, deactivated, user_type, created_ts, appservice_id`
 
 func scanUser(row interface{ Scan(...any) error }) (*User, error) {
 	var u User
-	var hash, userType sql.NullString
-	if err := row.Scan(&u.UserID, &hash, &u.IsAdmin, &u.Deactivated, &userType, &u.CreatedTS); err != nil {
+	var hash, userType, asID sql.NullString
+	if err := row.Scan(&u.UserID, &hash, &u.IsAdmin, &u.Deactivated, &userType, &u.CreatedTS, &asID); err != nil {
 		return nil, err
 	}
-	u.PasswordHash, u.UserType = hash.String, userType.String
+	u.PasswordHash, u.UserType, u.AppserviceID = hash.String, userType.String, asID.String
 	return &u, nil
 }
 

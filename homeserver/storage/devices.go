@@ -31,6 +31,9 @@ type Session struct {
 	RefreshPrevID *int64
 	IsAdmin       bool
 	Deactivated   bool
+	// AppserviceID is set when an appservice's as_token authenticated the
+	// request (the session is then masqueraded, not stored).
+	AppserviceID string
 }
 
 // RefreshToken is a stored refresh token.

@@ -1,0 +1,154 @@
+package clientapi_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/switchboard-im/switchboard/homeserver/config"
+	"github.com/switchboard-im/switchboard/homeserver/hstest"
+	"github.com/switchboard-im/switchboard/internal/testdb"
+)
+
+const (
+	asToken = "as-token-0123456789abcdef"
+	hsToken = "hs-token-0123456789abcdef"
+)
+
+// withBridge registers an appservice "bridge" owning @bridge_*, reachable at url.
+func withBridge(t *testing.T, url string) func(*config.Config) {
+	path := filepath.Join(t.TempDir(), "bridge.yaml")
+	reg := fmt.Sprintf(`id: bridge
+url: %q
+as_token: %s
+hs_token: %s
+sender_localpart: bridgebot
+rate_limited: false
+namespaces:
+  users:
+    - exclusive: true
+      regex: "@bridge_.*"
+  aliases:
+    - exclusive: true
+      regex: "#bridge_.*"
+`, url, asToken, hsToken)
+	if err := os.WriteFile(path, []byte(reg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return func(c *config.Config) {
+		c.AppserviceRegistrations = []string{path}
+		c.Registration.Mode = config.RegistrationOpen
+	}
+}
+
+// asClient returns a client using the appservice's token, masquerading as user.
+func asClient(t *testing.T, srv *hstest.Server, user id.UserID) *mautrix.Client {
+	cli := srv.Client()
+	cli.AccessToken = asToken
+	cli.UserID = user
+	cli.SetAppServiceUserID = user != ""
+	return cli
+}
+
+func TestAppserviceAuthAndMasquerading(t *testing.T) {
+	testdb.ForEach(t, func(t *testing.T, uri string) {
+		srv := hstest.Start(t, uri, withBridge(t, ""))
+		// The sender exists from the start.
+		bot := asClient(t, srv, "")
+		who, err := bot.Whoami(ctx)
+		if err != nil || who.UserID != "@bridgebot:localhost" {
+			t.Fatalf("whoami as the appservice = %+v, %v", who, err)
+		}
+		// Register a ghost without a password.
+		resp, _, err := bot.Register(ctx, &mautrix.ReqRegister[any]{Username: "bridge_alice", Type: mautrix.AuthTypeAppservice, InhibitLogin: true})
+		if err != nil || resp.UserID != "@bridge_alice:localhost" {
+			t.Fatalf("appservice registration = %+v, %v", resp, err)
+		}
+		// Outside the namespace: refused.
+		_, _, err = bot.Register(ctx, &mautrix.ReqRegister[any]{Username: "mallory", Type: mautrix.AuthTypeAppservice, InhibitLogin: true})
+		mustErr(t, err, mautrix.MExclusive, http.StatusBadRequest)
+		// Ordinary users may not take exclusive names.
+		_, err = srv.Client().RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: "bridge_bob", Password: pw})
+		mustErr(t, err, mautrix.MExclusive, http.StatusBadRequest)
+
+		// Masquerade as the ghost, with a massaged timestamp.
+		ghost := asClient(t, srv, "@bridge_alice:localhost")
+		human := srv.NewUser("human")
+		created, err := human.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ghost.JoinRoomByID(ctx, created.RoomID); err != nil {
+			t.Fatalf("ghost join: %v", err)
+		}
+		past := time.Now().Add(-time.Hour).UnixMilli()
+		sent, err := ghost.SendMessageEvent(ctx, created.RoomID, event.EventMessage,
+			&event.MessageEventContent{MsgType: event.MsgText, Body: "from the other side"}, mautrix.ReqSendEvent{Timestamp: past})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := human.GetEvent(ctx, created.RoomID, sent.EventID)
+		if err != nil || ev.Sender != "@bridge_alice:localhost" || ev.Timestamp != past {
+			t.Fatalf("ghost's event = sender %s ts %d (want %d), %v", ev.Sender, ev.Timestamp, past, err)
+		}
+		// Masquerading outside the namespace, or as an unregistered ghost, is refused.
+		_, err = asClient(t, srv, human.UserID).Whoami(ctx)
+		mustErr(t, err, mautrix.MForbidden, http.StatusForbidden)
+		_, err = asClient(t, srv, "@bridge_nobody:localhost").Whoami(ctx)
+		mustErr(t, err, mautrix.MForbidden, http.StatusForbidden)
+		// A wrong as_token is just an unknown token.
+		wrong := srv.Client()
+		wrong.AccessToken = "not-" + asToken
+		_, err = wrong.Whoami(ctx)
+		mustErr(t, err, mautrix.MUnknownToken, http.StatusUnauthorized)
+
+		// m.login.application_service gives the ghost a device of its own.
+		login := srv.Client()
+		login.AccessToken = asToken
+		lresp, err := login.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypeAppservice,
+			Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "bridge_alice"}})
+		if err != nil || lresp.UserID != "@bridge_alice:localhost" || lresp.AccessToken == "" {
+			t.Fatalf("appservice login = %+v, %v", lresp, err)
+		}
+	})
+}
+
+func TestAppservicePing(t *testing.T) {
+	var gotAuth, gotPath string
+	as := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotAuth, gotPath = r.Header.Get("Authorization"), r.URL.Path
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte("{}"))
+	}))
+	defer as.Close()
+	srv := hstest.Start(t, testdb.SQLiteURI(t), withBridge(t, as.URL))
+	bot := asClient(t, srv, "")
+	resp, err := bot.AppservicePing(ctx, "bridge", "ping-1")
+	if err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	if gotAuth != "Bearer "+hsToken || gotPath != "/_matrix/app/v1/ping" || resp.DurationMS < 0 {
+		t.Fatalf("ping reached %s with %q", gotPath, gotAuth)
+	}
+	// Another appservice's ID, or a user's token, is refused.
+	_, err = bot.AppservicePing(ctx, "other", "")
+	mustErr(t, err, mautrix.MForbidden, http.StatusForbidden)
+	user := srv.NewUser("someone")
+	_, err = user.AppservicePing(ctx, "bridge", "")
+	mustErr(t, err, mautrix.MForbidden, http.StatusForbidden)
+	// An appservice that is down gives a connection error.
+	as.Close()
+	_, err = bot.AppservicePing(ctx, "bridge", "")
+	if !errors.Is(err, mautrix.MConnectionFailed) && !errors.Is(err, mautrix.MConnectionTimeout) {
+		t.Fatalf("ping of a down appservice: %v", err)
+	}
+}
