@@ -218,7 +218,7 @@ func appserviceAdd(args []string, stdout io.Writer) error {
 	} else if err != nil {
 		return fmt.Errorf("install %s: %w", dest, err)
 	}
-	fmt.Fprintf(stdout, "Added appservice %q as %s (sender %s); restart the server to load it\n",
+	fmt.Fprintf(stdout, "Added appservice %q as %s (sender %s); send the server SIGHUP (or restart it) to load it\n",
 		added.ID(), dest, added.SenderUserID(cfg.ServerName))
 	return nil
 }
@@ -283,7 +283,7 @@ func appserviceRemove(args []string, stdout io.Writer) error {
 		if err := os.Remove(f.Path); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "Removed appservice %q (%s); restart the server to unload it\n", asID, f.Name)
+		fmt.Fprintf(stdout, "Removed appservice %q (%s); send the server SIGHUP (or restart it) to unload it\n", asID, f.Name)
 	}
 	if len(inConfig) > 0 {
 		f := inConfig[0]

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // registration is a valid registration file for an appservice called name
@@ -197,5 +200,55 @@ func TestAppserviceUsage(t *testing.T) {
 	}
 	if fileExists(missing) {
 		t.Errorf("a failed appservice command created %s", missing)
+	}
+}
+
+// TestAppserviceSIGHUP: an appservice added while the server runs works
+// after SIGHUP, without a restart; a broken file leaves the old set in force.
+func TestAppserviceSIGHUP(t *testing.T) {
+	data := t.TempDir()
+	listen := freeListen(t)
+	mustSB(t, cliOpts{}, "init", "--data", data, "--listen", listen, "--server-name", "example.org")
+	p := startProcess(t, cliOpts{}, "run", "--data", data)
+	url := "http://" + listen
+	p.waitReady(url)
+	file := filepath.Join(t.TempDir(), "late.yaml")
+	writeFile(t, file, registration("late"))
+	mustSB(t, cliOpts{}, "appservice", "add", "--data", data, file)
+
+	bot := newClient(t, url, "as-token-of-late-0123456789")
+	if _, err := bot.Whoami(context.Background()); err == nil {
+		t.Fatal("the new appservice worked before SIGHUP")
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		who, err := bot.Whoami(context.Background())
+		if err == nil {
+			if who.UserID != "@_late_bot:example.org" {
+				t.Fatalf("appservice sender = %s", who.UserID)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("appservice token still refused 10s after SIGHUP: %v\n%s", err, p.output())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// A broken registration: the reload is refused, the old set stays.
+	writeFile(t, filepath.Join(data, "appservices", "broken.yaml"), "id: broken\nnamespaces: [\n")
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !p.waitStderr("not reloaded", 10*time.Second) {
+		t.Fatalf("no log line about the refused reload:\n%s", p.output())
+	}
+	if _, err := bot.Whoami(context.Background()); err != nil {
+		t.Fatalf("a refused reload dropped the working appservice: %v", err)
+	}
+	if p.exited() {
+		t.Fatal("SIGHUP stopped the server")
 	}
 }

@@ -117,6 +117,25 @@ func serve(name string, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// SIGHUP reloads the appservice registrations; a bad set is reported
+	// and the running one stays.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := hs.ReloadAppservices(ctx); err != nil {
+					log.Error().Err(err).Msg("Appservice registrations not reloaded")
+				} else {
+					log.Info().Msg("Appservice registrations reloaded")
+				}
+			}
+		}
+	}()
 	// Bind before announcing, so the banner never names a port we lack.
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
