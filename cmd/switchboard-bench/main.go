@@ -1,11 +1,15 @@
 // Command switchboard-bench is the homeserver benchmark `make bench` runs. It
 // starts a real `switchboard run` on a throwaway data directory (loopback
 // only), drives it with mautrix clients and prints one greppable line per
-// figure, each starting with "bench homeserver":
+// figure. The accounts suite's lines start with "bench homeserver":
 //
 //	bench homeserver db=sqlite logins_per_sec=… login_p50_ms=… login_p99_ms=… errors=0
 //	bench homeserver db=sqlite whoami_per_sec=… whoami_p50_ms=… whoami_p99_ms=… errors=0
 //	bench homeserver db=sqlite rss_idle_mb=… rss_after_load_mb=… rss_peak_mb=…
+//
+// The messaging suite (messaging.go) runs on a fresh server after it; its
+// lines start with "bench messaging" (send throughput, /sync fan-out,
+// initial sync, sequential sends, memory).
 //
 // It reports; it does not pass or fail on a figure. It exits non-zero only
 // when the server cannot be started or stopped cleanly, or when every
@@ -33,6 +37,9 @@ type options struct {
 	duration time.Duration
 	database string
 	keep     bool
+	// suite selects the benchmarks: all, accounts or messaging.
+	suite     string
+	messaging messagingOptions
 	// serverPerf, when set, is where perf(1) records the server process's
 	// CPU profile during the load phases (hidden flag --perf-record: a
 	// diagnosis aid, see docs/performance.md).
@@ -52,9 +59,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each load phase")
 	fs.StringVar(&o.database, "database", "", "database URI for the server (default: SQLite in the temp data dir; postgres://… to bench PostgreSQL — use a throwaway database)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp data dir (config, database, server.log) after the run")
+	fs.StringVar(&o.suite, "suite", "all", "benchmarks to run: all, accounts (logins, whoami) or messaging (sends, /sync)")
+	addMessagingFlags(fs, &o.messaging)
 	fs.StringVar(&o.serverPerf, "perf-record", "", "")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: switchboard-bench [--binary PATH] [--clients N] [--duration D] [--database URI] [--keep]")
+		fmt.Fprintln(stderr, "usage: switchboard-bench [--binary PATH] [--suite all|accounts|messaging] [--clients N] [--duration D] [--database URI] [--keep]")
 		fs.VisitAll(func(f *flag.Flag) {
 			if f.Usage == "" { // hidden diagnosis flags
 				return
@@ -78,6 +87,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if o.clients < 1 || o.duration <= 0 {
 		fmt.Fprintln(stderr, "switchboard-bench: --clients must be ≥ 1 and --duration > 0")
+		return 2
+	}
+	if o.suite != "all" && o.suite != "accounts" && o.suite != "messaging" {
+		fmt.Fprintln(stderr, "switchboard-bench: --suite must be all, accounts or messaging")
+		return 2
+	}
+	if err := o.messaging.validate(); err != nil {
+		fmt.Fprintf(stderr, "switchboard-bench: %v\n", err)
 		return 2
 	}
 	if o.database != "" && !strings.HasPrefix(o.database, "postgres://") && !strings.HasPrefix(o.database, "postgresql://") && !strings.HasPrefix(o.database, "sqlite:") {
@@ -125,7 +142,25 @@ func (b *bench) report(format string, args ...any) {
 	fmt.Fprintf(b.out, "bench homeserver db=%s "+format+"\n", append([]any{b.label}, args...)...)
 }
 
-func (b *bench) run(ctx context.Context) (err error) {
+// run runs the selected suites, each on its own server so that one's
+// memory figures do not carry over into the other's.
+func (b *bench) run(ctx context.Context) error {
+	if b.opts.suite == "all" || b.opts.suite == "accounts" {
+		if err := b.runAccounts(ctx); err != nil {
+			return err
+		}
+	}
+	if b.opts.suite == "all" || b.opts.suite == "messaging" {
+		if ctx.Err() != nil {
+			return errors.New("interrupted")
+		}
+		return b.runMessaging(ctx)
+	}
+	return nil
+}
+
+// runAccounts is the accounts suite: logins and whoami.
+func (b *bench) runAccounts(ctx context.Context) (err error) {
 	dir, err := os.MkdirTemp("", "switchboard-bench-")
 	if err != nil {
 		return fmt.Errorf("temp dir: %w", err)
