@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver/ratelimit"
 	"github.com/switchboard-im/switchboard/homeserver/rooms"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
+	"github.com/switchboard-im/switchboard/homeserver/syncapi"
 	"github.com/switchboard-im/switchboard/homeserver/typing"
 )
 
@@ -54,6 +56,9 @@ type API struct {
 	log      zerolog.Logger
 
 	appservices func() *appservice.Registry
+
+	syncOnce   sync.Once
+	syncEngine *syncapi.Syncer
 
 	loginLimit       *ratelimit.Limiter // per IP
 	failedLoginLimit *ratelimit.Limiter // per account

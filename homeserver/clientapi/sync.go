@@ -88,8 +88,12 @@ func (a *API) syncPresence(c *gin.Context, sess *storage.Session) {
 	a.wakePresence(ctx, pos, sess.UserID)
 }
 
+// syncer returns the process's one sync engine (it holds caches).
 func (a *API) syncer() *syncapi.Syncer {
-	return &syncapi.Syncer{DB: a.db, Rooms: a.rooms, Notifier: a.notifier, Typing: a.typing}
+	a.syncOnce.Do(func() {
+		a.syncEngine = &syncapi.Syncer{DB: a.db, Rooms: a.rooms, Notifier: a.notifier, Typing: a.typing}
+	})
+	return a.syncEngine
 }
 
 // syncFilter reads the filter parameter: inline JSON or a stored filter ID.

@@ -541,3 +541,14 @@ func (db *DB) PresenceSince(ctx context.Context, userIDs []id.UserID, since, upt
 	slices.SortFunc(out, func(a, b Presence) int { return cmp.Compare(a.StreamPos, b.StreamPos) })
 	return out, nil
 }
+
+// PresenceChanged reports whether anyone's presence changed in (since,
+// upto]: syncs check it before resolving whose presence they may see.
+func (db *DB) PresenceChanged(ctx context.Context, since, upto int64) (bool, error) {
+	var one int
+	err := db.QueryRow(ctx, `SELECT 1 FROM presence WHERE stream_pos > $1 AND stream_pos <= $2 LIMIT 1`, since, upto).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}

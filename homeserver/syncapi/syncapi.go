@@ -12,11 +12,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/pushrules"
 
 	"github.com/switchboard-im/switchboard/homeserver/notifier"
 	"github.com/switchboard-im/switchboard/homeserver/rooms"
@@ -65,6 +67,13 @@ type Syncer struct {
 	Rooms    *rooms.Service
 	Notifier *notifier.Notifier
 	Typing   *typing.Tracker
+
+	// Caches of the unread counts and parsed push rules; a Syncer must be
+	// long-lived (one per process) for them to help.
+	cacheOnce  sync.Once
+	unreadMemo unreadCache
+	rulesMu    sync.Mutex
+	rules      map[id.UserID]*pushrules.PushRuleset
 }
 
 // Request is one /sync call.
@@ -168,6 +177,17 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 			closeListener(l)
 			return nil, err
 		}
+		if l != nil && !req.FullState && upto == req.Since.Pos && (s.Typing == nil || s.Typing.Serial() == req.Since.Typing) {
+			// Nothing at all happened since the token: wait first rather
+			// than compute an answer that is certainly empty.
+			if woken, err := s.wait(ctx, l, deadline); err != nil || !woken {
+				if err != nil {
+					return nil, err
+				}
+				return s.compute(ctx, req, upto)
+			}
+			continue
+		}
 		resp, err := s.compute(ctx, req, upto)
 		if err != nil || l == nil || !resp.empty() || req.FullState {
 			closeListener(l)
@@ -189,6 +209,21 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 			return resp, nil
 		}
 	}
+}
+
+// wait blocks on the listener until woken or the deadline; it closes it.
+func (s *Syncer) wait(ctx context.Context, l *notifier.Listener, deadline time.Time) (bool, error) {
+	defer l.Close()
+	wait := time.Until(deadline)
+	if wait <= 0 {
+		return false, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if l.Wait(wctx) {
+		return true, nil
+	}
+	return false, ctx.Err()
 }
 
 func closeListener(l *notifier.Listener) {

@@ -3,6 +3,11 @@ package syncapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/event"
@@ -51,13 +56,13 @@ func (s *Syncer) unread(ctx context.Context, req Request, resp *Response, upto i
 	if len(resp.Rooms.Join) == 0 {
 		return threads, nil
 	}
-	var rules pushrules.PushRuleset
-	if err := json.Unmarshal(push.DefaultRuleset(req.User), &rules); err != nil {
+	rules, err := s.ruleset(req.User)
+	if err != nil {
 		return nil, err
 	}
 	perThread := timelineFilter(req).UnreadThreadNotifications
 	for roomID, jr := range resp.Rooms.Join {
-		counts, err := s.unreadCounts(ctx, &rules, req.User, roomID, upto)
+		counts, err := s.cachedUnreadCounts(ctx, rules, req.User, roomID, upto)
 		if err != nil {
 			return nil, err
 		}
@@ -84,31 +89,48 @@ func (s *Syncer) unread(ctx context.Context, req Request, resp *Response, upto i
 	return threads, nil
 }
 
-// unreadCounts counts a room's unread notifications for user per thread
-// ("main" for the main timeline).
-func (s *Syncer) unreadCounts(ctx context.Context, rules *pushrules.PushRuleset, user id.UserID, roomID id.RoomID, upto int64) (map[string]Unread, error) {
-	read, err := s.DB.ReadUpTo(ctx, roomID, user)
-	if err != nil {
-		return nil, err
-	}
-	unthreaded := read[""]
-	counts := map[string]Unread{}
+// unreadScan is the result of counting one range of a room's events.
+type unreadScan struct {
+	counts map[string]Unread
+	// ownMain: the user's own main-timeline event ended the scan, so the
+	// counts are final for the whole room (nothing older counts).
+	ownMain bool
+	// ownThreads are threads where the user's own event was found: older
+	// events of those threads no longer count.
+	ownThreads map[string]bool
+	// redaction: the range holds a redaction, which may cancel an older
+	// event's count.
+	redaction bool
+	// complete: the scan reached the lower bound (not the scan limit).
+	complete bool
+}
+
+// scanUnread counts the events in (from, upto], newest first.
+func (s *Syncer) scanUnread(ctx context.Context, rules *pushrules.PushRuleset, user id.UserID, roomID id.RoomID, read map[string]int64, from, upto int64) (*unreadScan, error) {
+	read = maps.Clone(read)
+	out := &unreadScan{counts: map[string]Unread{}, ownThreads: map[string]bool{}}
 	var room *pushRoom
 	cursor, scanned := upto, 0
-	for scanned < UnreadScanLimit && cursor > unthreaded {
-		page, err := s.DB.RoomEvents(ctx, roomID, unthreaded, cursor, min(unreadPage, UnreadScanLimit-scanned), true)
+	for scanned < UnreadScanLimit && cursor > from {
+		want := min(unreadPage, UnreadScanLimit-scanned)
+		page, err := s.DB.RoomEvents(ctx, roomID, from, cursor, want, true)
 		if err != nil {
 			return nil, err
 		}
 		for _, e := range page {
 			cursor = e.StreamPos - 1
 			scanned++
+			if e.Type == event.EventRedaction.Type {
+				out.redaction = true
+			}
 			thread := threadOf(e)
 			if e.Sender == user {
 				if thread == mainThread {
-					return counts, nil
+					out.ownMain, out.complete = true, true
+					return out, nil
 				}
 				read[thread] = max(read[thread], e.StreamPos)
+				out.ownThreads[thread] = true
 				continue
 			}
 			if e.StreamPos <= read[thread] || e.RedactedBy != "" {
@@ -123,18 +145,131 @@ func (s *Syncer) unreadCounts(ctx context.Context, rules *pushrules.PushRuleset,
 			if !notify {
 				continue
 			}
-			c := counts[thread]
+			c := out.counts[thread]
 			c.NotificationCount++
 			if highlight {
 				c.HighlightCount++
 			}
-			counts[thread] = c
+			out.counts[thread] = c
 		}
-		if len(page) < unreadPage {
+		if len(page) < want {
+			cursor = from // nothing older in the range
 			break
 		}
 	}
+	out.complete = cursor <= from
+	return out, nil
+}
+
+// unreadCache remembers each (user, room)'s counts as of a stream
+// position and read position, so a sync only evaluates the push rules on
+// events that are new since the last sync — a woken long-poll otherwise
+// re-scans every unread event of the room on every message.
+type unreadCache struct {
+	mu      sync.Mutex
+	entries map[string]*unreadEntry
+}
+
+type unreadEntry struct {
+	upto    int64
+	readSig string
+	counts  map[string]Unread
+}
+
+// maxUnreadEntries bounds the cache; past it, it starts over.
+const maxUnreadEntries = 200_000
+
+func readSignature(read map[string]int64) string {
+	keys := slices.Sorted(maps.Keys(read))
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%d;", k, read[k])
+	}
+	return b.String()
+}
+
+// cachedUnreadCounts is unreadCounts, extending the cached counts by the
+// events since they were computed when nothing invalidates them (a new
+// receipt, or a redaction among the new events, recounts from scratch).
+func (s *Syncer) cachedUnreadCounts(ctx context.Context, rules *pushrules.PushRuleset, user id.UserID, roomID id.RoomID, upto int64) (map[string]Unread, error) {
+	read, err := s.DB.ReadUpTo(ctx, roomID, user)
+	if err != nil {
+		return nil, err
+	}
+	key, sig := string(user)+"|"+string(roomID), readSignature(read)
+	s.unreadMu().Lock()
+	prev := s.unreadMemo.entries[key]
+	s.unreadMu().Unlock()
+
+	var counts map[string]Unread
+	var complete bool
+	if prev != nil && prev.readSig == sig && prev.upto <= upto {
+		scan, err := s.scanUnread(ctx, rules, user, roomID, read, max(read[""], prev.upto), upto)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case scan.redaction || !scan.complete:
+			prev = nil // recount below
+		case scan.ownMain:
+			counts, complete = scan.counts, true
+		default:
+			counts, complete = maps.Clone(prev.counts), true
+			for thread := range scan.ownThreads {
+				delete(counts, thread)
+			}
+			for thread, c := range scan.counts {
+				old := counts[thread]
+				counts[thread] = Unread{NotificationCount: old.NotificationCount + c.NotificationCount, HighlightCount: old.HighlightCount + c.HighlightCount}
+			}
+		}
+	}
+	if counts == nil {
+		scan, err := s.scanUnread(ctx, rules, user, roomID, read, read[""], upto)
+		if err != nil {
+			return nil, err
+		}
+		counts, complete = scan.counts, scan.complete
+	}
+	if complete {
+		s.unreadMu().Lock()
+		if len(s.unreadMemo.entries) >= maxUnreadEntries {
+			s.unreadMemo.entries = map[string]*unreadEntry{}
+		}
+		s.unreadMemo.entries[key] = &unreadEntry{upto: upto, readSig: sig, counts: counts}
+		s.unreadMu().Unlock()
+	}
 	return counts, nil
+}
+
+func (s *Syncer) unreadMu() *sync.Mutex {
+	s.cacheOnce.Do(s.initCaches)
+	return &s.unreadMemo.mu
+}
+
+// ruleset returns the user's parsed push rules (the server defaults),
+// parsed once per user.
+func (s *Syncer) ruleset(user id.UserID) (*pushrules.PushRuleset, error) {
+	s.cacheOnce.Do(s.initCaches)
+	s.rulesMu.Lock()
+	defer s.rulesMu.Unlock()
+	if r := s.rules[user]; r != nil {
+		return r, nil
+	}
+	var rules pushrules.PushRuleset
+	if err := json.Unmarshal(push.DefaultRuleset(user), &rules); err != nil {
+		return nil, err
+	}
+	if len(s.rules) >= maxUnreadEntries {
+		s.rules = map[id.UserID]*pushrules.PushRuleset{}
+	}
+	s.rules[user] = &rules
+	return &rules, nil
+}
+
+func (s *Syncer) initCaches() {
+	s.unreadMemo.entries = map[string]*unreadEntry{}
+	s.rules = map[id.UserID]*pushrules.PushRuleset{}
 }
 
 // threadOf is the thread an event belongs to: the root of its m.thread

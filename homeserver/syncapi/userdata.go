@@ -62,8 +62,16 @@ func emptyJoinedRoom() *JoinedRoom {
 // Device messaging": delivered until acknowledged by the next token).
 func (s *Syncer) toDevice(ctx context.Context, req Request, resp *Response, since, upto int64) error {
 	if since > 0 {
-		if err := s.DB.DeleteToDeviceUpTo(ctx, req.User, req.Device, since); err != nil {
+		// Look before deleting: a DELETE takes SQLite's write lock even
+		// when there is nothing to delete, on every sync.
+		acked, err := s.DB.ToDeviceSince(ctx, req.User, req.Device, 0, since, 1)
+		if err != nil {
 			return err
+		}
+		if len(acked) > 0 {
+			if err := s.DB.DeleteToDeviceUpTo(ctx, req.User, req.Device, since); err != nil {
+				return err
+			}
 		}
 	}
 	// Everything not yet acknowledged, not only what is newer than since:
@@ -84,6 +92,9 @@ func (s *Syncer) toDevice(ctx context.Context, req Request, resp *Response, sinc
 func (s *Syncer) presence(ctx context.Context, req Request, resp *Response, since, upto int64, joined map[id.RoomID]bool) error {
 	if req.Filter.Presence != nil && req.Filter.Presence.Limit < 0 {
 		return nil
+	}
+	if changed, err := s.DB.PresenceChanged(ctx, since, upto); err != nil || !changed {
+		return err
 	}
 	users := []id.UserID{req.User}
 	for roomID := range joined {
