@@ -42,6 +42,7 @@ type Homeserver struct {
 	Notifier *notifier.Notifier
 	Rooms    *rooms.Service
 	Typing   *typing.Tracker
+	Pusher   *appservice.Pusher
 
 	appservices atomic.Pointer[appservice.Registry]
 
@@ -80,11 +81,14 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Homeserv
 		log:      log,
 		metrics:  prometheus.NewRegistry(),
 	}
+	hs.Pusher = appservice.NewPusher(db, hs.Rooms, nil, n, cfg.ServerName,
+		log.With().Str("component", "appservice_pusher").Logger(), nil)
 	if err := hs.ReloadAppservices(ctx); err != nil {
 		hs.Notifier.Close()
 		db.Close()
 		return nil, err
 	}
+	hs.metrics.MustRegister(hs.Pusher.Collector())
 	hs.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	hs.router = hs.buildRouter()
 	return hs, nil
@@ -150,6 +154,7 @@ func (hs *Homeserver) ReloadAppservices(ctx context.Context) error {
 		}
 	}
 	hs.appservices.Store(reg)
+	hs.Pusher.SetRegistry(reg)
 	if n := len(reg.All()); n > 0 {
 		hs.log.Info().Int("count", n).Msg("Loaded appservice registrations")
 	}
@@ -259,6 +264,13 @@ func (hs *Homeserver) Serve(ctx context.Context, ln net.Listener) error {
 	// other processes) and before the database closes.
 	defer hs.Notifier.Close()
 	defer hs.Typing.Close()
+	// Stopped before the notifier and the database close; an unfinished
+	// transaction is resent with the same ID at the next start.
+	defer hs.Pusher.Stop()
+	if err := hs.Pusher.Start(ctx); err != nil {
+		ln.Close()
+		return fmt.Errorf("appservice pusher: %w", err)
+	}
 	srv := &http.Server{
 		Handler:           hs.router,
 		ReadHeaderTimeout: 10 * time.Second,

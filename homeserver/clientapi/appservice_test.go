@@ -1,12 +1,14 @@
 package clientapi_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -150,5 +152,58 @@ func TestAppservicePing(t *testing.T) {
 	_, err = bot.AppservicePing(ctx, "bridge", "")
 	if !errors.Is(err, mautrix.MConnectionFailed) && !errors.Is(err, mautrix.MConnectionTimeout) {
 		t.Fatalf("ping of a down appservice: %v", err)
+	}
+}
+
+// The homeserver pushes the events an appservice is interested in, once it
+// runs: a transaction with the ghost's room message arrives, with hs_token.
+func TestAppserviceReceivesTransactions(t *testing.T) {
+	type txn struct {
+		id     string
+		auth   string
+		events []map[string]any
+	}
+	got := make(chan txn, 100)
+	as := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/_matrix/app/v1/transactions/") {
+			var body struct {
+				Events []map[string]any `json:"events"`
+			}
+			_ = json.NewDecoder(r.Body).Decode(&body)
+			got <- txn{id: strings.TrimPrefix(r.URL.Path, "/_matrix/app/v1/transactions/"), auth: r.Header.Get("Authorization"), events: body.Events}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte("{}"))
+	}))
+	defer as.Close()
+	srv := hstest.Start(t, testdb.SQLiteURI(t), withBridge(t, as.URL))
+	bot := asClient(t, srv, "")
+	if _, _, err := bot.Register(ctx, &mautrix.ReqRegister[any]{Username: "bridge_carol", Type: mautrix.AuthTypeAppservice, InhibitLogin: true}); err != nil {
+		t.Fatal(err)
+	}
+	human := srv.NewUser("human")
+	created, err := human.CreateRoom(ctx, &mautrix.ReqCreateRoom{Invite: []id.UserID{"@bridge_carol:localhost"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := asClient(t, srv, "@bridge_carol:localhost").JoinRoomByID(ctx, created.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	sendText(t, human, created.RoomID, "hello bridge")
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case tx := <-got:
+			if tx.auth != "Bearer "+hsToken {
+				t.Fatalf("transaction %s authorised with %q", tx.id, tx.auth)
+			}
+			for _, e := range tx.events {
+				if content, _ := e["content"].(map[string]any); content["body"] == "hello bridge" && e["room_id"] == string(created.RoomID) {
+					return
+				}
+			}
+		case <-deadline:
+			t.Fatal("the appservice never received the message")
+		}
 	}
 }
