@@ -1,7 +1,7 @@
 // Package appservice owns application-service registrations: reading the
 // registration files, checking them against each other and against the
 // server's existing users, and answering which appservice a user ID, room
-// alias or room ID belongs to. (The transaction pusher will live here too.)
+// alias or room ID belongs to. The transaction pusher (pusher.go) feeds each one its events.
 //
 // A Registry is an immutable snapshot: a reload builds a new one with Load
 // and swaps it in atomically, so readers never lock and a reload never
