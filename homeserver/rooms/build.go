@@ -6,6 +6,7 @@ import (
 	"encoding/json/jsontext"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -46,13 +47,79 @@ type work struct {
 }
 
 // write runs fn with the room locked (in this process by a mutex, across
-// processes by the room row lock) inside one transaction; the events fn
+// processes by the room row lock) inside a transaction; the events fn
 // appends are committed together or not at all. Syncs are woken after
 // commit.
+//
+// Writes to one room that arrive while another is being committed are
+// group-committed: the next batch runs them one after another in a single
+// transaction, each inside its own savepoint (a refused event rolls back
+// alone), so a busy room pays for one fsync per batch instead of one per
+// event. Every caller still returns only once its events are durable.
 func (s *Service) write(ctx context.Context, roomID id.RoomID, fn func(ctx context.Context, w *work) error) ([]*storage.Event, error) {
+	req := &writeReq{fn: fn, done: make(chan struct{})}
+	q := s.writeQueue(roomID)
+	q.mu.Lock()
+	q.pending = append(q.pending, req)
+	leader := !q.running
+	q.running = true
+	q.mu.Unlock()
+	if leader {
+		// The batch must not die with this caller's request: others ride on it.
+		bctx := context.WithoutCancel(ctx)
+		for {
+			q.mu.Lock()
+			batch := q.pending
+			q.pending = nil
+			if len(batch) == 0 {
+				q.running = false
+				q.mu.Unlock()
+				break
+			}
+			q.mu.Unlock()
+			s.runBatch(bctx, roomID, batch)
+		}
+	}
+	<-req.done
+	return req.added, req.err
+}
+
+// writeReq is one caller's part of a group commit.
+type writeReq struct {
+	fn    func(ctx context.Context, w *work) error
+	done  chan struct{}
+	added []*storage.Event
+	err   error
+}
+
+// writeQueue holds the writes waiting for a room's next batch.
+type writeQueue struct {
+	mu      sync.Mutex
+	pending []*writeReq
+	running bool
+}
+
+func (s *Service) writeQueue(roomID id.RoomID) *writeQueue {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queues[roomID]
+	if q == nil {
+		q = &writeQueue{}
+		s.queues[roomID] = q
+	}
+	return q
+}
+
+// runBatch commits a batch of writes in one transaction.
+func (s *Service) runBatch(ctx context.Context, roomID id.RoomID, batch []*writeReq) {
 	lock := s.roomLock(roomID)
 	lock.Lock()
 	defer lock.Unlock()
+	defer func() {
+		for _, r := range batch {
+			close(r.done)
+		}
+	}()
 	var w *work
 	err := s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		rs, err := s.load(ctx, roomID, true)
@@ -60,8 +127,18 @@ func (s *Service) write(ctx context.Context, roomID id.RoomID, fn func(ctx conte
 			return err
 		}
 		w = &work{s: s, rs: rs.clone()}
-		if err := fn(ctx, w); err != nil {
-			return err
+		for _, r := range batch {
+			r.added, r.err = nil, nil
+			if len(batch) == 1 {
+				if r.err = r.fn(ctx, w); r.err != nil {
+					return r.err
+				}
+				r.added = w.added
+				break
+			}
+			if err := w.inSavepoint(ctx, r); err != nil {
+				return err
+			}
 		}
 		return w.finish(ctx)
 	})
@@ -70,10 +147,37 @@ func (s *Service) write(ctx context.Context, roomID id.RoomID, fn func(ctx conte
 		if !isClientError(err) {
 			s.forget(roomID)
 		}
-		return nil, err
+		for _, r := range batch {
+			if r.err == nil {
+				r.err = err
+			}
+			r.added = nil
+		}
+		return
 	}
 	s.commit(w)
-	return w.added, nil
+}
+
+// inSavepoint runs one write of a batch so that its failure undoes only
+// its own rows and in-memory changes. The returned error is a database
+// failure that dooms the whole batch; the write's own error is in r.err.
+func (w *work) inSavepoint(ctx context.Context, r *writeReq) error {
+	snapshot, nAdded, nWake := w.rs.clone(), len(w.added), len(w.wakeUs)
+	if _, err := w.s.db.Exec(ctx, "SAVEPOINT room_write"); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	if r.err = r.fn(ctx, w); r.err != nil {
+		if _, err := w.s.db.Exec(ctx, "ROLLBACK TO SAVEPOINT room_write"); err != nil {
+			return fmt.Errorf("rollback to savepoint: %w", err)
+		}
+		w.rs, w.added, w.wakeUs = snapshot, w.added[:nAdded], w.wakeUs[:nWake]
+	} else {
+		r.added = w.added[nAdded:]
+	}
+	if _, err := w.s.db.Exec(ctx, "RELEASE SAVEPOINT room_write"); err != nil {
+		return fmt.Errorf("release savepoint: %w", err)
+	}
+	return nil
 }
 
 func (s *Service) commit(w *work) {

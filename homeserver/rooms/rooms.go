@@ -58,15 +58,16 @@ type Service struct {
 	notifier   *notifier.Notifier
 	log        zerolog.Logger
 
-	mu    sync.Mutex
-	rooms map[id.RoomID]*roomState
-	locks map[id.RoomID]*sync.Mutex
+	mu     sync.Mutex
+	rooms  map[id.RoomID]*roomState
+	locks  map[id.RoomID]*sync.Mutex
+	queues map[id.RoomID]*writeQueue
 }
 
 // New returns the rooms service and wires the notifier's room resolver.
 func New(db *storage.DB, serverName string, key *federation.SigningKey, n *notifier.Notifier, log zerolog.Logger) *Service {
 	s := &Service{db: db, serverName: serverName, key: key, notifier: n, log: log,
-		rooms: map[id.RoomID]*roomState{}, locks: map[id.RoomID]*sync.Mutex{}}
+		rooms: map[id.RoomID]*roomState{}, locks: map[id.RoomID]*sync.Mutex{}, queues: map[id.RoomID]*writeQueue{}}
 	if n != nil {
 		n.SetRoomUsers(s.localAudience)
 	}
