@@ -165,8 +165,12 @@ func (s *Service) StateAt(ctx context.Context, e *storage.Event, after bool) (st
 // history_visibility at each event.
 type History struct {
 	memberships     []storage.Membership
-	visibility      []hvChange
 	currentlyJoined bool
+	// visibility is loaded on first need: members reading events from
+	// while they were joined (the common case: every sync) never need it.
+	visibility []hvChange
+	loadedHV   bool
+	loadHV     func() ([]hvChange, error)
 }
 
 type hvChange struct {
@@ -181,12 +185,16 @@ func (s *Service) HistoryFor(ctx context.Context, roomID id.RoomID, userID id.Us
 	if h.memberships, err = s.db.UserRoomMemberships(ctx, roomID, userID); err != nil {
 		return nil, err
 	}
-	hvEvents, err := s.db.StateEventsOfType(ctx, roomID, event.StateHistoryVisibility.Type, "")
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range hvEvents {
-		h.visibility = append(h.visibility, hvChange{pos: e.StreamPos, hv: event.HistoryVisibility(gjson.GetBytes(e.PDU, "content.history_visibility").Str)})
+	h.loadHV = func() ([]hvChange, error) {
+		hvEvents, err := s.db.StateEventsOfType(ctx, roomID, event.StateHistoryVisibility.Type, "")
+		if err != nil {
+			return nil, err
+		}
+		var out []hvChange
+		for _, e := range hvEvents {
+			out = append(out, hvChange{pos: e.StreamPos, hv: event.HistoryVisibility(gjson.GetBytes(e.PDU, "content.history_visibility").Str)})
+		}
+		return out, nil
 	}
 	if n := len(h.memberships); n > 0 {
 		h.currentlyJoined = h.memberships[n-1].Membership == string(event.MembershipJoin)
@@ -207,6 +215,14 @@ func (h *History) MembershipAt(pos int64) event.Membership {
 }
 
 func (h *History) visibilityAt(pos int64) event.HistoryVisibility {
+	if !h.loadedHV && h.loadHV != nil {
+		var err error
+		if h.visibility, err = h.loadHV(); err != nil {
+			// Fail closed: "joined" shows only what members saw live.
+			h.visibility = []hvChange{{pos: 0, hv: event.HistoryVisibilityJoined}}
+		}
+		h.loadedHV = true
+	}
 	hv := event.HistoryVisibilityShared
 	for _, c := range h.visibility {
 		if c.pos >= pos {
@@ -221,13 +237,13 @@ func (h *History) visibilityAt(pos int64) event.HistoryVisibility {
 
 // CanSee reports whether the user may see the event at pos.
 func (h *History) CanSee(pos int64) bool {
-	hv := h.visibilityAt(pos)
-	if hv == event.HistoryVisibilityWorldReadable {
+	m := h.MembershipAt(pos)
+	if m == event.MembershipJoin {
 		return true
 	}
-	m := h.MembershipAt(pos)
+	hv := h.visibilityAt(pos)
 	switch {
-	case m == event.MembershipJoin:
+	case hv == event.HistoryVisibilityWorldReadable:
 		return true
 	case hv == event.HistoryVisibilityInvited && m == event.MembershipInvite:
 		return true

@@ -458,8 +458,12 @@ func (s *Syncer) joinedRoom(ctx context.Context, req Request, roomID id.RoomID, 
 		return nil, err
 	}
 	jr.State.Events = s.Rooms.Render(ctx, state, viewer, false)
-	if err := s.summary(ctx, roomID, req.User, jr); err != nil {
-		return nil, err
+	// The summary only changes with membership; an incremental sync may
+	// leave it out otherwise (spec: clients keep the last one they saw).
+	if fresh || hasMemberEvent(events) || hasMemberEvent(state) {
+		if err := s.summary(ctx, roomID, req.User, jr); err != nil {
+			return nil, err
+		}
 	}
 	return jr, nil
 }
@@ -524,6 +528,15 @@ func (s *Syncer) stateBeforeTimeline(ctx context.Context, req Request, roomID id
 	}
 	slices.SortFunc(out, func(a, b *storage.Event) int { return int(a.StreamPos - b.StreamPos) })
 	return out, nil
+}
+
+func hasMemberEvent(events []*storage.Event) bool {
+	for _, e := range events {
+		if e.Type == event.StateMember.Type {
+			return true
+		}
+	}
+	return false
 }
 
 // summary fills heroes and member counts from current state.
