@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -61,11 +62,38 @@ func (s *Syncer) unread(ctx context.Context, req Request, resp *Response, upto i
 		return nil, err
 	}
 	perThread := timelineFilter(req).UnreadThreadNotifications
+	// Counting is CPU-bound (push rules on every unread event), and an
+	// initial sync counts every room: spread the rooms over the cores.
+	all := make(map[id.RoomID]map[string]Unread, len(resp.Rooms.Join))
+	var mu sync.Mutex
+	var firstErr error
+	work := make(chan id.RoomID)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(resp.Rooms.Join)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for roomID := range work {
+				counts, err := s.cachedUnreadCounts(ctx, rules, req.User, roomID, upto)
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				all[roomID] = counts
+				mu.Unlock()
+			}
+		}()
+	}
+	for roomID := range resp.Rooms.Join {
+		work <- roomID
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
 	for roomID, jr := range resp.Rooms.Join {
-		counts, err := s.cachedUnreadCounts(ctx, rules, req.User, roomID, upto)
-		if err != nil {
-			return nil, err
-		}
+		counts := all[roomID]
 		if !perThread {
 			var total Unread
 			for _, c := range counts {
