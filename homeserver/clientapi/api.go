@@ -59,6 +59,9 @@ type API struct {
 
 	syncOnce   sync.Once
 	syncEngine *syncapi.Syncer
+	// presenceSeen remembers when a user's sync last confirmed their
+	// presence ("user|state" → time), so most syncs skip the presence row.
+	presenceSeen sync.Map
 
 	loginLimit       *ratelimit.Limiter // per IP
 	failedLoginLimit *ratelimit.Limiter // per account

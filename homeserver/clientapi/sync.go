@@ -73,6 +73,13 @@ func (a *API) syncPresence(c *gin.Context, sess *storage.Session) {
 		state = event.PresenceUnavailable
 	}
 	ctx := c.Request.Context()
+	// Most syncs come from a client already marked so within the minute:
+	// answer those from memory instead of reading the presence row.
+	key := string(sess.UserID) + "|" + string(state)
+	if last, ok := a.presenceSeen.Load(key); ok && time.Since(last.(time.Time)) < presenceRefresh/2 {
+		return
+	}
+	a.presenceSeen.Store(key, time.Now())
 	var statusMsg *string
 	if p, err := a.db.GetPresence(ctx, sess.UserID); err == nil {
 		if p.Presence == state && time.Since(time.UnixMilli(p.LastActiveTS)) < presenceRefresh {

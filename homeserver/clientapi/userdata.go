@@ -430,6 +430,10 @@ func (a *API) putPresence(c *gin.Context, sess *storage.Session) {
 		a.internalError(c, err)
 		return
 	}
+	// An explicit change must be overridden by the next syncing client.
+	for _, st := range []event.Presence{event.PresenceOnline, event.PresenceUnavailable} {
+		a.presenceSeen.Delete(string(sess.UserID) + "|" + string(st))
+	}
 	a.wakePresence(c.Request.Context(), pos, sess.UserID)
 	c.JSON(http.StatusOK, gin.H{})
 }

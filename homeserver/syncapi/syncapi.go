@@ -260,9 +260,16 @@ func (s *Syncer) compute(ctx context.Context, req Request, upto int64) (*Respons
 	if roomFilter == nil {
 		roomFilter = &mautrix.RoomFilter{}
 	}
-	forgotten, err := s.DB.ForgottenRooms(ctx, req.User)
-	if err != nil {
-		return nil, err
+	// Forgotten rooms matter only for left rooms; read them on first need.
+	var forgotten map[id.RoomID]bool
+	isForgotten := func(roomID id.RoomID) (bool, error) {
+		if forgotten == nil {
+			var err error
+			if forgotten, err = s.DB.ForgottenRooms(ctx, req.User); err != nil {
+				return false, err
+			}
+		}
+		return forgotten[roomID], nil
 	}
 	current, err := s.DB.UserRooms(ctx, req.User)
 	if err != nil {
@@ -328,7 +335,9 @@ func (s *Syncer) compute(ctx context.Context, req Request, upto int64) (*Respons
 			}
 			resp.Rooms.Knock[m.RoomID] = &KnockedRoom{KnockState: Events[*rooms.StrippedState]{Events: stripped}}
 		case event.MembershipLeave, event.MembershipBan:
-			if forgotten[m.RoomID] {
+			if gone, err := isForgotten(m.RoomID); err != nil {
+				return nil, err
+			} else if gone {
 				continue
 			}
 			if (initial && !roomFilter.IncludeLeave) || (!initial && !membershipChanged) {
