@@ -395,6 +395,11 @@ func (a *API) putSend(c *gin.Context, sess *storage.Session) {
 		_ = json.Unmarshal(content, &r)
 		req.Redacts = r.Redacts
 	}
+	a.sendAndAnswer(c, roomID, req)
+}
+
+// sendAndAnswer sends one event and answers with its ID.
+func (a *API) sendAndAnswer(c *gin.Context, roomID id.RoomID, req rooms.EventRequest) {
 	e, err := a.rooms.Send(c.Request.Context(), roomID, req)
 	if err != nil {
 		a.roomError(c, err)
@@ -422,13 +427,9 @@ func (a *API) putRedact(c *gin.Context, sess *storage.Session) {
 		raw["redacts"], _ = json.Marshal(target)
 	}
 	content, _ := json.Marshal(raw)
-	e, err := a.rooms.Send(c.Request.Context(), roomID, rooms.EventRequest{Type: event.EventRedaction.Type, Sender: sess.UserID,
-		Content: json.RawMessage(content), Redacts: target, DeviceID: sess.DeviceID, TxnID: c.Param("txnID"), TxnScope: "redact/" + string(roomID) + "/" + string(target)})
-	if err != nil {
-		a.roomError(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, gin.H{"event_id": e.EventID})
+	a.sendAndAnswer(c, roomID, rooms.EventRequest{Type: event.EventRedaction.Type, Sender: sess.UserID,
+		Content: json.RawMessage(content), Redacts: target, DeviceID: sess.DeviceID, TS: massagedTS(c, sess),
+		TxnID: c.Param("txnID"), TxnScope: "redact/" + string(roomID) + "/" + string(target)})
 }
 
 func (a *API) putState(c *gin.Context, sess *storage.Session) {
@@ -455,13 +456,8 @@ func (a *API) putState(c *gin.Context, sess *storage.Session) {
 		}
 	}
 	content, _ := json.Marshal(raw)
-	e, err := a.rooms.Send(c.Request.Context(), roomID, rooms.EventRequest{Type: evtType, StateKey: &stateKey,
+	a.sendAndAnswer(c, roomID, rooms.EventRequest{Type: evtType, StateKey: &stateKey,
 		Sender: sess.UserID, Content: json.RawMessage(content), DeviceID: sess.DeviceID, TS: massagedTS(c, sess)})
-	if err != nil {
-		a.roomError(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, gin.H{"event_id": e.EventID})
 }
 
 // readableState returns the state the user may read: the current state for
