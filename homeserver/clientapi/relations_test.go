@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -131,6 +132,10 @@ func TestRelations(t *testing.T) {
 		sendRaw(t, bob, roomID, event.EventMessage, map[string]any{"msgtype": "m.text", "body": "me too",
 			"m.relates_to": map[string]any{"m.in_reply_to": map[string]any{"event_id": root}}})
 		edit1 := sendEdit(t, alice, roomID, root, "I like chocolate cake")
+		// The latest edit is chosen by origin_server_ts, ties broken by
+		// event ID (spec): keep the two edits in different milliseconds so
+		// "latest" is the one sent last.
+		time.Sleep(2 * time.Millisecond)
 		edit2 := sendEdit(t, alice, roomID, root, "I like lemon cake")
 		bobEdit := sendEdit(t, bob, roomID, root, "I hate cake") // not the sender: no valid edit
 		r1 := sendReaction(t, bob, roomID, root, "👍")
