@@ -34,7 +34,7 @@ func (a *API) getAlias(c *gin.Context) {
 	if !ok {
 		return
 	}
-	roomID, _, err := a.db.ResolveAlias(c.Request.Context(), alias)
+	roomID, err := a.ensureAlias(c.Request.Context(), alias)
 	if errors.Is(err, storage.ErrNotFound) {
 		fail(c, mautrix.MNotFound.WithMessage("Room alias %s not found", alias))
 		return

@@ -8,11 +8,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
@@ -239,4 +241,71 @@ func (a *API) postAppservicePing(c *gin.Context, sess *storage.Session) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"duration_ms": duration.Milliseconds()})
+}
+
+// queryTimeout bounds how long a client waits on an appservice query.
+const queryTimeout = 10 * time.Second
+
+// queryAppservice asks the appservices interested in an entity whether it
+// exists (spec: "Querying" — GET /_matrix/app/v1/users/{userId} and
+// /rooms/{roomAlias}); an appservice answering 200 has just created it.
+// It reports whether one did.
+func (a *API) queryAppservice(ctx context.Context, kind, entity string, interested func(*appservice.AppService) bool) bool {
+	for _, as := range a.registry().All() {
+		base := strings.TrimRight(as.Registration.URL, "/")
+		if base == "" || !interested(as) {
+			continue
+		}
+		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+		req, err := http.NewRequestWithContext(qctx, http.MethodGet, base+"/_matrix/app/v1/"+kind+"/"+url.PathEscape(entity), nil)
+		if err != nil {
+			cancel()
+			continue
+		}
+		req.Header.Set("Authorization", "Bearer "+as.Registration.ServerToken)
+		resp, err := http.DefaultClient.Do(req)
+		cancel()
+		if err != nil {
+			zerolog.Ctx(ctx).Info().Err(err).Str("as_id", as.ID()).Str("query", kind).Msg("Appservice query failed")
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return true
+		}
+	}
+	return false
+}
+
+// ensureUser returns whether a local user exists, asking the appservices
+// about unknown users in their namespaces first.
+func (a *API) ensureUser(ctx context.Context, userID id.UserID) (bool, error) {
+	_, err := a.db.GetUser(ctx, userID)
+	if err == nil {
+		return true, nil
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return false, err
+	}
+	if !a.queryAppservice(ctx, "users", string(userID), func(as *appservice.AppService) bool { return as.IsInterestedInUser(userID) }) {
+		return false, nil
+	}
+	if _, err := a.db.GetUser(ctx, userID); err != nil {
+		return false, nil
+	}
+	return true, nil
+}
+
+// ensureAlias resolves a local alias, asking the appservices about unknown
+// aliases in their namespaces first (how bridges create portal rooms on
+// demand, e.g. #irc_libera_#matrix:server).
+func (a *API) ensureAlias(ctx context.Context, alias id.RoomAlias) (id.RoomID, error) {
+	roomID, _, err := a.db.ResolveAlias(ctx, alias)
+	if !errors.Is(err, storage.ErrNotFound) {
+		return roomID, err
+	}
+	if !a.queryAppservice(ctx, "rooms", string(alias), func(as *appservice.AppService) bool { return as.IsInterestedInAlias(alias) }) {
+		return "", storage.ErrNotFound
+	}
+	roomID, _, err = a.db.ResolveAlias(ctx, alias)
+	return roomID, err
 }

@@ -207,3 +207,53 @@ func TestAppserviceReceivesTransactions(t *testing.T) {
 		}
 	}
 }
+
+// Unknown users and aliases in an appservice's namespaces are queried from
+// it before the client gets its answer: that is how bridges make portal
+// rooms and ghosts on demand.
+func TestAppserviceQueries(t *testing.T) {
+	var srv *hstest.Server
+	as := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+hsToken {
+			w.WriteHeader(http.StatusForbidden)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/_matrix/app/v1/rooms/#bridge_portal:localhost":
+			if _, err := asClient(t, srv, "").CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "bridge_portal"}); err != nil {
+				t.Errorf("appservice creating the portal: %v", err)
+			}
+			w.Write([]byte("{}"))
+		case "/_matrix/app/v1/users/@bridge_dave:localhost":
+			if _, _, err := asClient(t, srv, "").Register(ctx, &mautrix.ReqRegister[any]{Username: "bridge_dave", Type: mautrix.AuthTypeAppservice, InhibitLogin: true}); err != nil {
+				t.Errorf("appservice creating the ghost: %v", err)
+			}
+			w.Write([]byte("{}"))
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte(`{"errcode":"M_NOT_FOUND","error":"no"}`))
+		}
+	}))
+	defer as.Close()
+	srv = hstest.Start(t, testdb.SQLiteURI(t), withBridge(t, as.URL))
+	human := srv.NewUser("human")
+	joined, err := human.JoinRoom(ctx, "#bridge_portal:localhost", nil)
+	if err != nil {
+		t.Fatalf("joining an alias the appservice provides: %v", err)
+	}
+	created, err := human.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := human.InviteUser(ctx, created.RoomID, &mautrix.ReqInviteUser{UserID: "@bridge_dave:localhost"}); err != nil {
+		t.Fatalf("inviting a ghost the appservice provides: %v", err)
+	}
+	_, err = human.InviteUser(ctx, created.RoomID, &mautrix.ReqInviteUser{UserID: "@bridge_nobody:localhost"})
+	mustErr(t, err, mautrix.MNotFound, http.StatusNotFound)
+	_, err = human.JoinRoom(ctx, "#bridge_nowhere:localhost", nil)
+	mustErr(t, err, mautrix.MNotFound, http.StatusNotFound)
+	if joined.RoomID == "" {
+		t.Fatal("no room ID")
+	}
+}

@@ -37,11 +37,11 @@ func (a *API) profileUser(c *gin.Context) (id.UserID, bool) {
 		fail(c, mautrix.MNotFound.WithMessage("Profile not found"))
 		return "", false
 	}
-	if _, err := a.db.GetUser(c.Request.Context(), userID); errors.Is(err, storage.ErrNotFound) {
-		fail(c, mautrix.MNotFound.WithMessage("Profile not found"))
-		return "", false
-	} else if err != nil {
+	if exists, err := a.ensureUser(c.Request.Context(), userID); err != nil {
 		a.internalError(c, err)
+		return "", false
+	} else if !exists {
+		fail(c, mautrix.MNotFound.WithMessage("Profile not found"))
 		return "", false
 	}
 	return userID, true

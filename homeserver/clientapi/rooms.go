@@ -184,7 +184,7 @@ func (a *API) resolveRoom(c *gin.Context, raw string) (id.RoomID, bool) {
 	case strings.HasPrefix(raw, "!"):
 		return id.RoomID(raw), true
 	case strings.HasPrefix(raw, "#"):
-		roomID, _, err := a.db.ResolveAlias(c.Request.Context(), id.RoomAlias(raw))
+		roomID, err := a.ensureAlias(c.Request.Context(), id.RoomAlias(raw))
 		if errors.Is(err, storage.ErrNotFound) {
 			fail(c, mautrix.MNotFound.WithMessage("Room alias %s not found", raw))
 			return "", false
@@ -276,7 +276,10 @@ func (a *API) postInvite(c *gin.Context, sess *storage.Session) {
 		return
 	}
 	if body.UserID.Homeserver() == a.cfg.ServerName {
-		if _, err := a.db.GetUser(c.Request.Context(), body.UserID); errors.Is(err, storage.ErrNotFound) {
+		if exists, err := a.ensureUser(c.Request.Context(), body.UserID); err != nil {
+			a.internalError(c, err)
+			return
+		} else if !exists {
 			fail(c, mautrix.MNotFound.WithMessage("User %s does not exist", body.UserID))
 			return
 		}
