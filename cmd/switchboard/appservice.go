@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/rs/zerolog"
 	"gopkg.in/yaml.v3"
@@ -77,10 +78,11 @@ func loadAppservices(ctx context.Context, dataDir string, extra ...appservice.Fi
 // appserviceColumns are the columns of `appservice list`; a column that
 // needs more than the registration (queue length, last success) takes its
 // data from a closure over whatever list loads for it.
-func appserviceColumns(serverName string) []struct {
+func appserviceColumns(serverName string, queues map[string]*storage.AppserviceStream, current int64) []struct {
 	header string
 	value  func(*appservice.AppService) string
 } {
+	queue := func(as *appservice.AppService) *storage.AppserviceStream { return queues[as.ID()] }
 	return []struct {
 		header string
 		value  func(*appservice.AppService) string
@@ -100,6 +102,32 @@ func appserviceColumns(serverName string) []struct {
 			return orDash(strings.Join(nss, ", "))
 		}},
 		{"RATE LIMITED", func(as *appservice.AppService) string { return fmt.Sprint(as.RateLimited()) }},
+		// QUEUE is the stream positions not yet acknowledged: an upper
+		// bound on the events waiting for the appservice.
+		{"QUEUE", func(as *appservice.AppService) string {
+			if q := queue(as); q != nil {
+				return fmt.Sprint(max(current-q.AckedPos, 0))
+			}
+			return "-"
+		}},
+		{"IN FLIGHT", func(as *appservice.AppService) string {
+			if q := queue(as); q != nil && q.TxnUpto != 0 {
+				return fmt.Sprintf("txn %d (%d events)", q.TxnID, len(q.TxnEvents))
+			}
+			return "-"
+		}},
+		{"LAST SUCCESS", func(as *appservice.AppService) string {
+			if q := queue(as); q != nil && q.LastSuccessTS != 0 {
+				return time.UnixMilli(q.LastSuccessTS).UTC().Format(time.DateTime)
+			}
+			return "never"
+		}},
+		{"FAILURES", func(as *appservice.AppService) string {
+			if q := queue(as); q != nil {
+				return fmt.Sprint(q.Failures)
+			}
+			return "0"
+		}},
 		{"FILE", func(as *appservice.AppService) string { return as.File }},
 	}
 }
@@ -109,6 +137,29 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// appserviceQueues reads the transaction queues' state (kept by the
+// running server's pusher) and the current stream position.
+func appserviceQueues(ctx context.Context, cfg *config.Config) (map[string]*storage.AppserviceStream, int64, error) {
+	db, err := storage.Open(ctx, cfg.Database, cfg.DataDir, 2, zerolog.Nop())
+	if err != nil {
+		return nil, 0, err
+	}
+	defer db.Close()
+	streams, err := db.AppserviceStreams(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	current, err := db.CurrentStreamPos(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make(map[string]*storage.AppserviceStream, len(streams))
+	for _, st := range streams {
+		out[st.ASID] = st
+	}
+	return out, current, nil
 }
 
 func appserviceList(args []string, stdout io.Writer) error {
@@ -123,7 +174,11 @@ func appserviceList(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cols := appserviceColumns(cfg.ServerName)
+	queues, current, err := appserviceQueues(context.Background(), cfg)
+	if err != nil {
+		return err
+	}
+	cols := appserviceColumns(cfg.ServerName, queues, current)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	cells := make([]string, len(cols))
 	for i, c := range cols {

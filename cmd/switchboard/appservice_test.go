@@ -251,4 +251,16 @@ func TestAppserviceSIGHUP(t *testing.T) {
 	if p.exited() {
 		t.Fatal("SIGHUP stopped the server")
 	}
+	// The list shows each queue: late's URL does not answer, so nothing
+	// has ever been delivered to it.
+	os.Remove(filepath.Join(data, "appservices", "broken.yaml"))
+	header, rows := listAppservices(t, data)
+	for _, col := range []string{"QUEUE", "IN FLIGHT", "LAST SUCCESS", "FAILURES"} {
+		if !strings.Contains(header, col) {
+			t.Fatalf("appservice list lacks %s: %s", col, header)
+		}
+	}
+	if !strings.Contains(rows["late"], "never") {
+		t.Fatalf("late's row: %s", rows["late"])
+	}
 }
