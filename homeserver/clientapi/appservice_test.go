@@ -8,7 +8,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -256,4 +258,102 @@ func TestAppserviceQueries(t *testing.T) {
 	if joined.RoomID == "" {
 		t.Fatal("no room ID")
 	}
+}
+
+// Durability: the appservice is down while 500 events are sent, the
+// homeserver restarts while it is still down, then it comes back: it gets
+// all 500 exactly once, in order (deduplicating by transaction ID, as the
+// spec asks of appservices — a resent transaction carries the same ID and
+// the same events).
+func TestAppserviceTransactionsSurviveRestart(t *testing.T) {
+	testdb.ForEach(t, func(t *testing.T, uri string) {
+		var mu sync.Mutex
+		down := true
+		seenTxn := map[string][]string{}
+		var bodies []string
+		as := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			defer mu.Unlock()
+			if down {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+			if r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/_matrix/app/v1/transactions/") {
+				txnID := strings.TrimPrefix(r.URL.Path, "/_matrix/app/v1/transactions/")
+				var body struct {
+					Events []struct {
+						ID      string         `json:"event_id"`
+						Type    string         `json:"type"`
+						Content map[string]any `json:"content"`
+					} `json:"events"`
+				}
+				_ = json.NewDecoder(r.Body).Decode(&body)
+				var ids []string
+				for _, e := range body.Events {
+					ids = append(ids, e.ID)
+				}
+				if prev, dup := seenTxn[txnID]; dup {
+					if !slices.Equal(prev, ids) {
+						t.Errorf("transaction %s resent with different events", txnID)
+					}
+				} else {
+					seenTxn[txnID] = ids
+					for _, e := range body.Events {
+						if b, ok := e.Content["body"].(string); ok && e.Type == "m.room.message" {
+							bodies = append(bodies, b)
+						}
+					}
+				}
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte("{}"))
+		}))
+		defer as.Close()
+		mutate := withBridge(t, as.URL)
+		srv := hstest.Start(t, uri, mutate)
+		if _, _, err := asClient(t, srv, "").Register(ctx, &mautrix.ReqRegister[any]{Username: "bridge_eve", Type: mautrix.AuthTypeAppservice, InhibitLogin: true}); err != nil {
+			t.Fatal(err)
+		}
+		human := srv.NewUser("human")
+		created, err := human.CreateRoom(ctx, &mautrix.ReqCreateRoom{Invite: []id.UserID{"@bridge_eve:localhost"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := asClient(t, srv, "@bridge_eve:localhost").JoinRoomByID(ctx, created.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		const n = 500
+		for i := 0; i < n; i++ {
+			sendText(t, human, created.RoomID, fmt.Sprintf("m%03d", i))
+		}
+		srv.Stop()
+
+		// A new process on the same database, the appservice still down.
+		srv2 := hstest.Start(t, uri, mutate)
+		time.Sleep(200 * time.Millisecond)
+		mu.Lock()
+		down = false
+		mu.Unlock()
+		srv2.HS.Pusher.Retry("bridge")
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			mu.Lock()
+			got := len(bodies)
+			mu.Unlock()
+			if got >= n || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(bodies) != n {
+			t.Fatalf("appservice got %d messages, want %d", len(bodies), n)
+		}
+		for i, b := range bodies {
+			if b != fmt.Sprintf("m%03d", i) {
+				t.Fatalf("message %d is %q: out of order or duplicated", i, b)
+			}
+		}
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ type Server struct {
 	Config *config.Config
 	HS     *homeserver.Homeserver
 	t      testing.TB
+	stop   func()
 }
 
 // Start runs a homeserver on a free loopback port with the database at
@@ -71,19 +73,28 @@ func Start(t testing.TB, dbURI string, mutate func(*config.Config)) *Server {
 	}
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, http.ErrServerClosed) {
-				t.Errorf("homeserver stopped with error: %v", err)
+	srv := &Server{URL: cfg.PublicURL, Config: cfg, HS: hs, t: t}
+	var once sync.Once
+	srv.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil && !errors.Is(err, http.ErrServerClosed) {
+					t.Errorf("homeserver stopped with error: %v", err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Errorf("homeserver did not stop within 15s")
 			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("homeserver did not stop within 15s")
-		}
-	})
-	return &Server{URL: cfg.PublicURL, Config: cfg, HS: hs, t: t}
+		})
+	}
+	t.Cleanup(srv.stop)
+	return srv
 }
+
+// Stop shuts the server down as SIGTERM would (in-flight requests finish,
+// the database closes); a test may then start another on the same database.
+func (s *Server) Stop() { s.stop() }
 
 // Client returns an unauthenticated mautrix client for the server.
 func (s *Server) Client() *mautrix.Client {
