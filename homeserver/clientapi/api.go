@@ -127,6 +127,7 @@ func (a *API) Register(r gin.IRouter) {
 		a.registerUserData(g)
 		a.registerFilters(g)
 		a.registerDirectory(g)
+		a.registerThirdParty(g)
 		a.registerEphemeral(g, a.typing)
 
 		g.GET("/profile/:userID", a.getProfile)

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
@@ -252,25 +251,7 @@ const queryTimeout = 10 * time.Second
 // It reports whether one did.
 func (a *API) queryAppservice(ctx context.Context, kind, entity string, interested func(*appservice.AppService) bool) bool {
 	for _, as := range a.registry().All() {
-		base := strings.TrimRight(as.Registration.URL, "/")
-		if base == "" || !interested(as) {
-			continue
-		}
-		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
-		req, err := http.NewRequestWithContext(qctx, http.MethodGet, base+"/_matrix/app/v1/"+kind+"/"+url.PathEscape(entity), nil)
-		if err != nil {
-			cancel()
-			continue
-		}
-		req.Header.Set("Authorization", "Bearer "+as.Registration.ServerToken)
-		resp, err := http.DefaultClient.Do(req)
-		cancel()
-		if err != nil {
-			zerolog.Ctx(ctx).Info().Err(err).Str("as_id", as.ID()).Str("query", kind).Msg("Appservice query failed")
-			continue
-		}
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
+		if interested(as) && a.asGet(ctx, as, kind+"/"+url.PathEscape(entity), nil, nil) {
 			return true
 		}
 	}

@@ -37,6 +37,7 @@ as_token: %s
 hs_token: %s
 sender_localpart: bridgebot
 rate_limited: false
+protocols: [irc]
 namespaces:
   users:
     - exclusive: true
@@ -356,4 +357,53 @@ func TestAppserviceTransactionsSurviveRestart(t *testing.T) {
 			}
 		}
 	})
+}
+
+// Third-party lookups go to the appservices that declare the protocol.
+func TestThirdPartyLookups(t *testing.T) {
+	as := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+hsToken {
+			w.WriteHeader(http.StatusForbidden)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.URL.Path == "/_matrix/app/v1/thirdparty/protocol/irc":
+			w.Write([]byte(`{"user_fields":["network","nickname"],"location_fields":["network","channel"],"icon":"mxc://localhost/irc",
+				"field_types":{"network":{"regexp":"[a-z]+","placeholder":"libera"},"channel":{"regexp":"#.+","placeholder":"#matrix"},"nickname":{"regexp":".+","placeholder":"alice"}},
+				"instances":[{"desc":"Libera Chat","fields":{"network":"libera"},"network_id":"libera"}]}`))
+		case r.URL.Path == "/_matrix/app/v1/thirdparty/location/irc" && r.URL.Query().Get("channel") == "#matrix":
+			w.Write([]byte(`[{"alias":"#bridge_libera_#matrix:localhost","protocol":"irc","fields":{"network":"libera","channel":"#matrix"}}]`))
+		case r.URL.Path == "/_matrix/app/v1/thirdparty/location" && r.URL.Query().Get("alias") == "#bridge_libera_#matrix:localhost":
+			w.Write([]byte(`[{"alias":"#bridge_libera_#matrix:localhost","protocol":"irc","fields":{"network":"libera","channel":"#matrix"}}]`))
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte(`{"errcode":"M_NOT_FOUND","error":"no"}`))
+		}
+	}))
+	defer as.Close()
+	srv := hstest.Start(t, testdb.SQLiteURI(t), withBridge(t, as.URL))
+	user := srv.NewUser("explorer")
+	var protocols map[string]struct {
+		Instances []struct {
+			Desc string `json:"desc"`
+		} `json:"instances"`
+	}
+	if _, err := user.MakeRequest(ctx, http.MethodGet, user.BuildClientURL("v3", "thirdparty", "protocols"), nil, &protocols); err != nil {
+		t.Fatal(err)
+	}
+	if len(protocols["irc"].Instances) != 1 || protocols["irc"].Instances[0].Desc != "Libera Chat" {
+		t.Fatalf("protocols = %+v", protocols)
+	}
+	var locations []map[string]any
+	u := user.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "thirdparty", "location", "irc"}, map[string]string{"network": "libera", "channel": "#matrix"})
+	if _, err := user.MakeRequest(ctx, http.MethodGet, u, nil, &locations); err != nil || len(locations) != 1 || locations[0]["alias"] != "#bridge_libera_#matrix:localhost" {
+		t.Fatalf("locations = %v, %v", locations, err)
+	}
+	u = user.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "thirdparty", "location"}, map[string]string{"alias": "#bridge_libera_#matrix:localhost"})
+	if _, err := user.MakeRequest(ctx, http.MethodGet, u, nil, &locations); err != nil || len(locations) != 1 {
+		t.Fatalf("reverse location = %v, %v", locations, err)
+	}
+	_, err := user.MakeRequest(ctx, http.MethodGet, user.BuildClientURL("v3", "thirdparty", "protocol", "xmpp"), nil, nil)
+	mustErr(t, err, mautrix.MNotFound, http.StatusNotFound)
 }
