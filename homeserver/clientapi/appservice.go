@@ -189,6 +189,9 @@ const pingTimeout = 10 * time.Second
 
 func (a *API) registerAppservice(r gin.IRouter) {
 	r.POST("/_matrix/client/v1/appservice/:appserviceID/ping", a.authed(a.postAppservicePing))
+	for _, prefix := range clientPrefixes {
+		r.PUT(prefix+"/directory/list/appservice/:networkID/:roomID", a.authed(a.putAppserviceRoomDirectory))
+	}
 }
 
 // postAppservicePing asks the homeserver to ping the appservice, proving
@@ -289,4 +292,39 @@ func (a *API) ensureAlias(ctx context.Context, alias id.RoomAlias) (id.RoomID, e
 	}
 	roomID, _, err = a.db.ResolveAlias(ctx, alias)
 	return roomID, err
+}
+
+// putAppserviceRoomDirectory publishes a room in one of the appservice's
+// networks' directories (spec: PUT /directory/list/appservice/{networkId}/{roomId}).
+func (a *API) putAppserviceRoomDirectory(c *gin.Context, sess *storage.Session) {
+	if sess.AppserviceID == "" {
+		fail(c, mautrix.MForbidden.WithMessage("Only application services may publish to network directories"))
+		return
+	}
+	var req struct {
+		Visibility string `json:"visibility"`
+	}
+	if _, ok := a.readJSON(c, &req); !ok {
+		return
+	}
+	if req.Visibility != "public" && req.Visibility != "private" {
+		fail(c, mautrix.MInvalidParam.WithMessage("visibility must be public or private"))
+		return
+	}
+	roomID := id.RoomID(c.Param("roomID"))
+	ctx := c.Request.Context()
+	if _, err := a.rooms.Version(ctx, roomID); err != nil {
+		a.roomError(c, err)
+		return
+	}
+	networkID := c.Param("networkID")
+	if networkID == "" || len(networkID) > 255 {
+		fail(c, mautrix.MInvalidParam.WithMessage("Invalid network ID"))
+		return
+	}
+	if err := a.db.SetAppserviceRoomDirectory(ctx, roomID, sess.AppserviceID, networkID, req.Visibility == "public"); err != nil {
+		a.internalError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{})
 }

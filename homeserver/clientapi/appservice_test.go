@@ -407,3 +407,49 @@ func TestThirdPartyLookups(t *testing.T) {
 	_, err := user.MakeRequest(ctx, http.MethodGet, user.BuildClientURL("v3", "thirdparty", "protocol", "xmpp"), nil, nil)
 	mustErr(t, err, mautrix.MNotFound, http.StatusNotFound)
 }
+
+// An appservice publishes portal rooms in its network's directory; they
+// are listed only when a client asks for that network (or all networks).
+func TestAppserviceRoomDirectory(t *testing.T) {
+	srv := hstest.Start(t, testdb.SQLiteURI(t), withBridge(t, ""))
+	bot := asClient(t, srv, "")
+	portal, err := bot.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "#matrix on Libera"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	human := srv.NewUser("human")
+	plain, err := human.CreateRoom(ctx, &mautrix.ReqCreateRoom{Visibility: "public", Preset: "public_chat", Name: "Plain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(cli *mautrix.Client) error {
+		_, err := cli.MakeRequest(ctx, http.MethodPut, cli.BuildClientURL("v3", "directory", "list", "appservice", "libera", portal.RoomID),
+			map[string]any{"visibility": "public"}, nil)
+		return err
+	}
+	mustErr(t, put(human), mautrix.MForbidden, http.StatusForbidden)
+	if err := put(bot); err != nil {
+		t.Fatalf("appservice publishing: %v", err)
+	}
+	list := func(req *mautrix.ReqPublicRooms) []id.RoomID {
+		t.Helper()
+		resp, err := human.PublicRooms(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []id.RoomID
+		for _, r := range resp.Chunk {
+			ids = append(ids, r.RoomID)
+		}
+		return ids
+	}
+	if got := list(&mautrix.ReqPublicRooms{}); !slices.Equal(got, []id.RoomID{plain.RoomID}) {
+		t.Fatalf("main directory = %v, want just the plain room", got)
+	}
+	if got := list(&mautrix.ReqPublicRooms{ThirdPartyInstanceID: "bridge|libera"}); !slices.Equal(got, []id.RoomID{portal.RoomID}) {
+		t.Fatalf("libera directory = %v, want the portal", got)
+	}
+	if got := list(&mautrix.ReqPublicRooms{IncludeAllNetworks: true}); len(got) != 2 {
+		t.Fatalf("all networks = %v, want both rooms", got)
+	}
+}

@@ -118,8 +118,9 @@ type publicRoomsRequest struct {
 	Limit  *int               `json:"limit"`
 	Since  string             `json:"since"`
 	Filter *publicRoomsFilter `json:"filter"`
-	// Accepted and ignored: no application service publishes rooms to
-	// third-party network lists yet.
+	// Rooms appservices published in their networks' lists (spec:
+	// third_party_instance_id is one network; "appservice_id|network_id"
+	// as Synapse writes it is accepted too).
 	IncludeAllNetworks   bool   `json:"include_all_networks"`
 	ThirdPartyInstanceID string `json:"third_party_instance_id"`
 }
@@ -157,6 +158,8 @@ func (a *API) getPublicRooms(c *gin.Context) {
 		req.Limit = &n
 	}
 	req.Since = c.Query("since")
+	req.IncludeAllNetworks = c.Query("include_all_networks") == "true"
+	req.ThirdPartyInstanceID = c.Query("third_party_instance_id")
 	a.listPublicRooms(c, &req)
 }
 
@@ -184,6 +187,12 @@ func (a *API) listPublicRooms(c *gin.Context, req *publicRoomsRequest) {
 		case *req.Limit > 0 && *req.Limit < maxPublicRoomsPage:
 			q.Limit = *req.Limit
 		}
+	}
+	switch {
+	case req.IncludeAllNetworks:
+		q.Network = storage.AllNetworks
+	case req.ThirdPartyInstanceID != "":
+		q.Network = req.ThirdPartyInstanceID[strings.LastIndex(req.ThirdPartyInstanceID, "|")+1:]
 	}
 	if req.Filter != nil {
 		q.SearchTerm = strings.TrimSpace(req.Filter.GenericSearchTerm)

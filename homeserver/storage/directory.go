@@ -67,16 +67,32 @@ type PublicRoomsQuery struct {
 	After, Before *PublicRoomKey
 	// Limit bounds the page (> 0).
 	Limit int
+	// Network picks the directory: "" the server's own list, AllNetworks
+	// that list plus every appservice network's, else one network's rooms
+	// as published by appservices.
+	Network string
 }
+
+// AllNetworks is PublicRoomsQuery.Network for include_all_networks.
+const AllNetworks = "*"
 
 // publicRoomsFilter is the WHERE clause (on rooms r) shared by the listing
 // and the count, starting at argument $start.
 func (db *DB) publicRoomsFilter(q *PublicRoomsQuery, start int) (string, []any) {
-	where := []string{"r.is_public = true"}
 	var args []any
 	arg := func(v any) string {
 		args = append(args, v)
 		return fmt.Sprintf("$%d", start+len(args)-1)
+	}
+	const inNetwork = `EXISTS (SELECT 1 FROM appservice_room_directory d WHERE d.room_id = r.room_id`
+	var where []string
+	switch q.Network {
+	case "":
+		where = []string{"r.is_public = true"}
+	case AllNetworks:
+		where = []string{"(r.is_public = true OR " + inNetwork + "))"}
+	default:
+		where = []string{inNetwork + " AND d.network_id = " + arg(q.Network) + ")"}
 	}
 	if q.SearchTerm != "" {
 		field := `CASE s.type WHEN 'm.room.name' THEN ` + db.jsonText("e.pdu", "content", "name") +
@@ -307,4 +323,16 @@ func (db *DB) SearchUserDirectory(ctx context.Context, requester id.UserID, term
 		return out[:limit], true, nil
 	}
 	return out, false, nil
+}
+
+// SetAppserviceRoomDirectory publishes (or unpublishes) a room in an
+// appservice network's directory.
+func (db *DB) SetAppserviceRoomDirectory(ctx context.Context, roomID id.RoomID, asID, networkID string, public bool) error {
+	if !public {
+		_, err := db.Exec(ctx, `DELETE FROM appservice_room_directory WHERE room_id = $1 AND as_id = $2 AND network_id = $3`, roomID, asID, networkID)
+		return err
+	}
+	_, err := db.Exec(ctx, `INSERT INTO appservice_room_directory (room_id, as_id, network_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+		roomID, asID, networkID)
+	return err
 }
