@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"time"
 
 	_ "github.com/lib/pq"
@@ -37,6 +38,8 @@ type DB struct {
 	// lookupToken is prepared once: it runs on every authenticated request,
 	// and unprepared PostgreSQL spent 4× longer planning it than running it.
 	lookupToken *sql.Stmt
+	// writeMu queues this process's SQLite writers (writelock.go).
+	writeMu sync.Mutex
 }
 
 // ErrNotFound is returned by lookups that found no row.
