@@ -61,24 +61,26 @@ func emptyJoinedRoom() *JoinedRoom {
 // the ones the client acknowledged by syncing with since (spec: "Send-to-
 // Device messaging": delivered until acknowledged by the next token).
 func (s *Syncer) toDevice(ctx context.Context, req Request, resp *Response, since, upto int64) error {
+	// Everything not yet acknowledged, not only what is newer than since:
+	// a client that lost a response gets the messages again. Messages at
+	// or below since were acknowledged by this very request: delete them
+	// (only when there are some — a DELETE takes SQLite's write lock).
+	all, err := s.DB.ToDeviceSince(ctx, req.User, req.Device, 0, upto, 0)
+	if err != nil {
+		return err
+	}
+	msgs := all
 	if since > 0 {
-		// Look before deleting: a DELETE takes SQLite's write lock even
-		// when there is nothing to delete, on every sync.
-		acked, err := s.DB.ToDeviceSince(ctx, req.User, req.Device, 0, since, 1)
-		if err != nil {
-			return err
+		acked := 0
+		for acked < len(all) && all[acked].StreamPos <= since {
+			acked++
 		}
-		if len(acked) > 0 {
+		if acked > 0 {
 			if err := s.DB.DeleteToDeviceUpTo(ctx, req.User, req.Device, since); err != nil {
 				return err
 			}
 		}
-	}
-	// Everything not yet acknowledged, not only what is newer than since:
-	// a client that lost a response gets the messages again.
-	msgs, err := s.DB.ToDeviceSince(ctx, req.User, req.Device, 0, upto, 0)
-	if err != nil {
-		return err
+		msgs = all[acked:]
 	}
 	for _, m := range msgs {
 		raw, _ := json.Marshal(m)
