@@ -222,6 +222,16 @@ func (a *API) readMembershipBody(c *gin.Context, needUser bool) (*membershipBody
 }
 
 func (a *API) postJoin(c *gin.Context, sess *storage.Session) {
+	a.selfMembership(c, sess, event.MembershipJoin)
+}
+
+func (a *API) postKnock(c *gin.Context, sess *storage.Session) {
+	a.selfMembership(c, sess, event.MembershipKnock)
+}
+
+// selfMembership joins or knocks on the room named by ID or alias, with
+// the user's profile in the member event.
+func (a *API) selfMembership(c *gin.Context, sess *storage.Session, membership event.Membership) {
 	raw := c.Param("roomIDOrAlias")
 	if raw == "" {
 		raw = c.Param("roomID")
@@ -234,34 +244,17 @@ func (a *API) postJoin(c *gin.Context, sess *storage.Session) {
 	if !ok {
 		return
 	}
-	_, err := a.rooms.SetMembership(c.Request.Context(), roomID, rooms.MembershipRequest{
-		Sender: sess.UserID, Target: sess.UserID, Membership: event.MembershipJoin, Reason: body.Reason,
+	ctx := c.Request.Context()
+	_, err := a.rooms.SetMembership(ctx, roomID, rooms.MembershipRequest{
+		Sender: sess.UserID, Target: sess.UserID, Membership: membership, Reason: body.Reason,
 		Profile: a.profileFor(c, sess.UserID), DeviceID: sess.DeviceID,
 	})
 	if err != nil {
 		a.roomError(c, err)
 		return
 	}
-	_ = a.db.UnforgetRoom(c.Request.Context(), sess.UserID, roomID)
-	c.JSON(http.StatusOK, gin.H{"room_id": roomID})
-}
-
-func (a *API) postKnock(c *gin.Context, sess *storage.Session) {
-	roomID, ok := a.resolveRoom(c, c.Param("roomIDOrAlias"))
-	if !ok {
-		return
-	}
-	body, ok := a.readMembershipBody(c, false)
-	if !ok {
-		return
-	}
-	_, err := a.rooms.SetMembership(c.Request.Context(), roomID, rooms.MembershipRequest{
-		Sender: sess.UserID, Target: sess.UserID, Membership: event.MembershipKnock, Reason: body.Reason,
-		Profile: a.profileFor(c, sess.UserID), DeviceID: sess.DeviceID,
-	})
-	if err != nil {
-		a.roomError(c, err)
-		return
+	if membership == event.MembershipJoin {
+		_ = a.db.UnforgetRoom(ctx, sess.UserID, roomID)
 	}
 	c.JSON(http.StatusOK, gin.H{"room_id": roomID})
 }
