@@ -365,22 +365,6 @@ func (p *asPhase) percentileMS(q float64) float64 {
 
 // runAppservice is the appservice suite, on its own server and data dir.
 func (b *bench) runAppservice(ctx context.Context) (err error) {
-	dir, err := os.MkdirTemp("", "switchboard-bench-appservice-")
-	if err != nil {
-		return fmt.Errorf("temp dir: %w", err)
-	}
-	defer func() {
-		if b.opts.keep {
-			fmt.Fprintf(b.errOut, "switchboard-bench: kept %s\n", dir)
-		} else {
-			os.RemoveAll(dir)
-		}
-	}()
-	b.srv, err = setupServer(ctx, b.opts, dir)
-	if err != nil {
-		return err
-	}
-
 	// The appservice: listening before the server starts, so that the
 	// pusher finds it up from its first transaction.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -392,24 +376,13 @@ func (b *bench) runAppservice(ctx context.Context) (err error) {
 	hs := &http.Server{Handler: recv, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(ln)
 	defer hs.Close()
-	if err := writeASRegistration(b.srv.dataDir, "http://"+ln.Addr().String(), asToken, hsToken); err != nil {
-		return err
-	}
-
-	if err := b.srv.start(ctx); err != nil {
-		b.srv.kill()
-		return err
-	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			b.srv.kill()
-		}
-	}()
-	idle, err := readProcStatus(b.srv.pid())
+	idle, done, err := b.startSuite(ctx, "appservice", func() error {
+		return writeASRegistration(b.srv.dataDir, "http://"+ln.Addr().String(), asToken, hsToken)
+	})
 	if err != nil {
 		return err
 	}
+	defer done()
 	backlog := b.opts.appservice.backlog
 	b.reportAppservice("senders=%d duration=%s backlog_events=%d cpus=%d load_1m=%s",
 		b.opts.clients, b.opts.duration, backlog, runtime.NumCPU(), loadAvg())
@@ -500,7 +473,6 @@ func (b *bench) runAppservice(ctx context.Context) (err error) {
 	}
 	b.reportAppservice("rss_idle_mb=%.1f rss_after_mb=%.1f rss_peak_mb=%.1f", mib(idle.rssKiB), mib(after.rssKiB), mib(after.hwmKiB))
 
-	stopped = true
 	code, took, stopErr := b.srv.stop(15 * time.Second)
 	b.reportAppservice("shutdown_ms=%d exit_code=%d", took.Milliseconds(), code)
 	if stopErr != nil {

@@ -172,40 +172,53 @@ func (b *bench) run(ctx context.Context) error {
 	return nil
 }
 
-// runAccounts is the accounts suite: logins and whoami.
-func (b *bench) runAccounts(ctx context.Context) (err error) {
-	dir, err := os.MkdirTemp("", "switchboard-bench-")
+// startSuite gives a suite its own data directory and server; prepare (may
+// be nil) runs once the server is configured, before it starts. done kills
+// the server if the suite has not stopped it, and removes the directory
+// (unless --keep).
+func (b *bench) startSuite(ctx context.Context, name string, prepare func() error) (idle procStatus, done func(), err error) {
+	dir, err := os.MkdirTemp("", "switchboard-bench-"+name+"-")
 	if err != nil {
-		return fmt.Errorf("temp dir: %w", err)
+		return procStatus{}, nil, fmt.Errorf("temp dir: %w", err)
 	}
-	defer func() {
+	done = func() {
+		if b.srv != nil {
+			b.srv.kill() // a no-op once the suite has stopped it
+		}
 		if b.opts.keep {
 			fmt.Fprintf(b.errOut, "switchboard-bench: kept %s\n", dir)
 		} else {
 			os.RemoveAll(dir)
 		}
-	}()
-
-	b.srv, err = setupServer(ctx, b.opts, dir)
-	if err != nil {
-		return err
+	}
+	fail := func(err error) (procStatus, func(), error) {
+		done()
+		return procStatus{}, nil, err
+	}
+	if b.srv, err = setupServer(ctx, b.opts, dir); err != nil {
+		return fail(err)
+	}
+	if prepare != nil {
+		if err := prepare(); err != nil {
+			return fail(err)
+		}
 	}
 	if err := b.srv.start(ctx); err != nil {
-		b.srv.kill()
-		return err
+		return fail(err)
 	}
-	// Whatever happens next, the server gets stopped.
-	stopped := false
-	defer func() {
-		if !stopped {
-			b.srv.kill()
-		}
-	}()
+	if idle, err = readProcStatus(b.srv.pid()); err != nil {
+		return fail(err)
+	}
+	return idle, done, nil
+}
 
-	idle, err := readProcStatus(b.srv.pid())
+// runAccounts is the accounts suite: logins and whoami.
+func (b *bench) runAccounts(ctx context.Context) (err error) {
+	idle, done, err := b.startSuite(ctx, "accounts", nil)
 	if err != nil {
 		return err
 	}
+	defer done()
 	hash := b.srv.cfgHashing
 	b.report("clients=%d duration=%s cpus=%d argon2id_memory_kib=%d argon2id_iterations=%d argon2id_parallelism=%d",
 		b.opts.clients, b.opts.duration, runtime.NumCPU(), hash.MemoryKiB, hash.Iterations, hash.Parallelism)
@@ -237,7 +250,6 @@ func (b *bench) runAccounts(ctx context.Context) (err error) {
 	b.report("rss_idle_mb=%.1f rss_after_load_mb=%.1f rss_peak_mb=%.1f",
 		mib(idle.rssKiB), mib(after.rssKiB), mib(after.hwmKiB))
 
-	stopped = true
 	code, took, stopErr := b.srv.stop(15 * time.Second)
 	b.report("shutdown_ms=%d exit_code=%d", took.Milliseconds(), code)
 

@@ -92,35 +92,11 @@ type messagingClient struct {
 // runMessaging is the messaging suite, on its own server and data dir.
 func (b *bench) runMessaging(ctx context.Context) (err error) {
 	mo := b.opts.messaging
-	dir, err := os.MkdirTemp("", "switchboard-bench-messaging-")
-	if err != nil {
-		return fmt.Errorf("temp dir: %w", err)
-	}
-	defer func() {
-		if b.opts.keep {
-			fmt.Fprintf(b.errOut, "switchboard-bench: kept %s\n", dir)
-		} else {
-			os.RemoveAll(dir)
-		}
-	}()
-	b.srv, err = setupServer(ctx, b.opts, dir)
+	idle, done, err := b.startSuite(ctx, "messaging", nil)
 	if err != nil {
 		return err
 	}
-	if err := b.srv.start(ctx); err != nil {
-		b.srv.kill()
-		return err
-	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			b.srv.kill()
-		}
-	}()
-	idle, err := readProcStatus(b.srv.pid())
-	if err != nil {
-		return err
-	}
+	defer done()
 	b.reportMessaging("senders=%d duration=%s fanout_members=%d fanout_messages=%d sync_rooms=%d sync_events_per_room=%d sequential_sends=%d cpus=%d load_1m=%s",
 		b.opts.clients, b.opts.duration, mo.fanoutMembers, mo.fanoutMessages, mo.syncRooms, mo.syncEvents, mo.sequential, runtime.NumCPU(), loadAvg())
 
@@ -185,7 +161,6 @@ func (b *bench) runMessaging(ctx context.Context) (err error) {
 	b.reportMessaging("rss_idle_mb=%.1f rss_after_logins_mb=%.1f rss_peak_after_logins_mb=%.1f rss_peak_before_initial_sync_mb=%.1f rss_after_mb=%.1f rss_peak_mb=%.1f",
 		mib(idle.rssKiB), mib(afterLogins.rssKiB), mib(afterLogins.hwmKiB), mib(rssBeforeSync.hwmKiB), mib(after.rssKiB), mib(after.hwmKiB))
 
-	stopped = true
 	code, took, stopErr := b.srv.stop(15 * time.Second)
 	b.reportMessaging("shutdown_ms=%d exit_code=%d", took.Milliseconds(), code)
 	if stopErr != nil {
