@@ -21,9 +21,9 @@ func (a *API) registerRooms(g gin.IRouter) {
 	g.POST("/rooms/:roomID/join", a.authed(a.postJoin))
 	g.POST("/knock/:roomIDOrAlias", a.authed(a.postKnock))
 	g.POST("/rooms/:roomID/invite", a.authed(a.postInvite))
-	g.POST("/rooms/:roomID/leave", a.authed(a.postLeave))
-	g.POST("/rooms/:roomID/kick", a.authed(a.postModerate(event.MembershipLeave)))
-	g.POST("/rooms/:roomID/ban", a.authed(a.postModerate(event.MembershipBan)))
+	g.POST("/rooms/:roomID/leave", a.authed(a.postMembership(event.MembershipLeave, true)))
+	g.POST("/rooms/:roomID/kick", a.authed(a.postMembership(event.MembershipLeave, false)))
+	g.POST("/rooms/:roomID/ban", a.authed(a.postMembership(event.MembershipBan, false)))
 	g.POST("/rooms/:roomID/unban", a.authed(a.postUnban))
 	g.POST("/rooms/:roomID/forget", a.authed(a.postForget))
 	g.PUT("/rooms/:roomID/send/:eventType/:txnID", a.authed(a.putSend))
@@ -288,38 +288,24 @@ func (a *API) postInvite(c *gin.Context, sess *storage.Session) {
 	c.JSON(http.StatusOK, gin.H{})
 }
 
-func (a *API) postLeave(c *gin.Context, sess *storage.Session) {
-	roomID, ok := roomIDFromPath(c)
-	if !ok {
-		return
-	}
-	body, ok := a.readMembershipBody(c, false)
-	if !ok {
-		return
-	}
-	_, err := a.rooms.SetMembership(c.Request.Context(), roomID, rooms.MembershipRequest{
-		Sender: sess.UserID, Target: sess.UserID, Membership: event.MembershipLeave, Reason: body.Reason, DeviceID: sess.DeviceID,
-	})
-	if err != nil {
-		a.roomError(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, gin.H{})
-}
-
-// postModerate kicks (leave) or bans another user.
-func (a *API) postModerate(membership event.Membership) func(*gin.Context, *storage.Session) {
+// postMembership leaves (self) or kicks (leave) and bans another user
+// (body.user_id).
+func (a *API) postMembership(membership event.Membership, self bool) func(*gin.Context, *storage.Session) {
 	return func(c *gin.Context, sess *storage.Session) {
 		roomID, ok := roomIDFromPath(c)
 		if !ok {
 			return
 		}
-		body, ok := a.readMembershipBody(c, true)
+		body, ok := a.readMembershipBody(c, !self)
 		if !ok {
 			return
 		}
+		target := body.UserID
+		if self {
+			target = sess.UserID
+		}
 		_, err := a.rooms.SetMembership(c.Request.Context(), roomID, rooms.MembershipRequest{
-			Sender: sess.UserID, Target: body.UserID, Membership: membership, Reason: body.Reason, DeviceID: sess.DeviceID,
+			Sender: sess.UserID, Target: target, Membership: membership, Reason: body.Reason, DeviceID: sess.DeviceID,
 		})
 		if err != nil {
 			a.roomError(c, err)
