@@ -60,6 +60,29 @@ func (a *API) parsePaginationToken(c *gin.Context, roomID id.RoomID, raw string)
 	return topoToken{}, false
 }
 
+// paginationRange reads the from and to query parameters: from defaults to
+// the end of the room for backwards paging and its start otherwise; to is
+// nil when absent.
+func (a *API) paginationRange(c *gin.Context, roomID id.RoomID, backwards bool) (from topoToken, to *topoToken, ok bool) {
+	from = topoToken{math.MaxInt64, math.MaxInt64}
+	if !backwards {
+		from = topoToken{0, 0}
+	}
+	if raw := c.Query("from"); raw != "" {
+		if from, ok = a.parsePaginationToken(c, roomID, raw); !ok {
+			return from, nil, false
+		}
+	}
+	if raw := c.Query("to"); raw != "" {
+		t, ok := a.parsePaginationToken(c, roomID, raw)
+		if !ok {
+			return from, nil, false
+		}
+		to = &t
+	}
+	return from, to, true
+}
+
 // parseEventFilter reads a RoomEventFilter query parameter.
 func parseEventFilter(c *gin.Context) (*mautrix.FilterPart, bool) {
 	raw := c.Query("filter")
@@ -111,22 +134,9 @@ func (a *API) getMessages(c *gin.Context, sess *storage.Session) {
 		a.roomError(c, err)
 		return
 	}
-	from := topoToken{math.MaxInt64, math.MaxInt64}
-	if !backwards {
-		from = topoToken{0, 0}
-	}
-	if raw := c.Query("from"); raw != "" {
-		if from, ok = a.parsePaginationToken(c, roomID, raw); !ok {
-			return
-		}
-	}
-	var to *topoToken
-	if raw := c.Query("to"); raw != "" {
-		t, ok := a.parsePaginationToken(c, roomID, raw)
-		if !ok {
-			return
-		}
-		to = &t
+	from, to, ok := a.paginationRange(c, roomID, backwards)
+	if !ok {
+		return
 	}
 
 	// Read in pages until limit visible, matching events are found: hidden

@@ -137,23 +137,10 @@ func (a *API) getRelations(c *gin.Context, sess *storage.Session) {
 		a.roomError(c, err)
 		return
 	}
-	from := topoToken{math.MaxInt64, math.MaxInt64}
-	if !backwards {
-		from = topoToken{0, 0}
-	}
 	rawFrom := c.Query("from")
-	if rawFrom != "" {
-		if from, ok = a.parsePaginationToken(c, roomID, rawFrom); !ok {
-			return
-		}
-	}
-	var to *topoToken
-	if raw := c.Query("to"); raw != "" {
-		t, ok := a.parsePaginationToken(c, roomID, raw)
-		if !ok {
-			return
-		}
-		to = &t
+	from, to, ok := a.paginationRange(c, roomID, backwards)
+	if !ok {
+		return
 	}
 	ignored, err := a.rooms.IgnoredUsers(ctx, sess.UserID)
 	if err != nil {

@@ -200,11 +200,7 @@ func (db *DB) SetFullyRead(ctx context.Context, userID id.UserID, roomID id.Room
 				return fmt.Errorf("read fully read marker position: %w", err)
 			}
 		}
-		_, err = db.Exec(ctx, `
-			INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos`,
-			userID, roomID, FullyReadType, string(content), pos)
-		if err != nil {
+		if err := db.upsertAccountData(ctx, userID, roomID, FullyReadType, content, pos); err != nil {
 			return fmt.Errorf("set fully read marker: %w", err)
 		}
 		return nil

@@ -88,11 +88,7 @@ func (db *DB) UpdateAccountData(ctx context.Context, userID id.UserID, roomID id
 		if len(content) > MaxAccountDataBytes {
 			return ErrAccountDataTooLarge
 		}
-		_, err = db.Exec(ctx, `
-			INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos`,
-			userID, roomID, eventType, string(content), pos)
-		if err != nil {
+		if err := db.upsertAccountData(ctx, userID, roomID, eventType, content, pos); err != nil {
 			return fmt.Errorf("set account data: %w", err)
 		}
 		return nil
@@ -551,4 +547,13 @@ func (db *DB) PresenceChanged(ctx context.Context, since, upto int64) (bool, err
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// upsertAccountData writes one account data entry at stream position pos.
+func (db *DB) upsertAccountData(ctx context.Context, userID id.UserID, roomID id.RoomID, eventType string, content []byte, pos int64) error {
+	_, err := db.Exec(ctx, `
+		INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos`,
+		userID, roomID, eventType, string(content), pos)
+	return err
 }
