@@ -83,6 +83,7 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Homeserv
 	}
 	hs.Pusher = appservice.NewPusher(db, hs.Rooms, nil, n, cfg.ServerName,
 		log.With().Str("component", "appservice_pusher").Logger(), nil)
+	hs.Pusher.Typing = hs.Typing
 	if err := hs.ReloadAppservices(ctx); err != nil {
 		hs.Notifier.Close()
 		db.Close()

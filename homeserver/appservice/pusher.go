@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,15 +90,17 @@ const (
 // once after Stop), so there is still one transaction in flight per
 // appservice. On SQLite, with its single process, Start takes every lease.
 //
-// Transactions carry room events only: ephemeral data (typing, receipts,
-// presence: receive_ephemeral, MSC2409), to-device messages and the
+// An appservice with receive_ephemeral also gets receipts, presence,
+// typing and its users' to-device messages (see ephemeral.go). The
 // encryption extensions (MSC3202 device lists and one-time key counts) are
-// not sent yet; an appservice with receive_ephemeral gets an empty
-// "ephemeral" list.
+// not sent.
 type Pusher struct {
 	// MinBackoff and MaxBackoff override the retry waits; set them before
 	// Start (tests shorten them).
 	MinBackoff, MaxBackoff time.Duration
+	// Typing is where typing notifications come from (nil: none are
+	// sent); set it before Start.
+	Typing Typing
 
 	db         *storage.DB
 	rooms      Renderer
@@ -347,6 +350,10 @@ type worker struct {
 	lastSkipWrite  time.Time
 	backoff        time.Duration
 	down           bool
+	// typingSeen is the typing serial up to which the appservice has every
+	// change; typingSent the serial of the in-flight transaction's typing
+	// (0: it carries none, or was built by an earlier process).
+	typingSeen, typingSent int64
 
 	mu sync.Mutex
 	st Stat  // snapshot for Stats
@@ -417,13 +424,27 @@ func msTime(ms int64) time.Time {
 
 func (w *worker) run(ctx context.Context) {
 	defer close(w.done)
-	// Subscribe before the first read so no wake-up is missed.
-	stream, unsubscribe := w.p.n.SubscribeStream()
-	defer unsubscribe()
+	// Subscribe before the first read so no wake-up is missed; typing
+	// changes wake only a worker that sends them.
+	typingWanted := w.wantsTyping()
+	stream, unsubscribe := w.p.n.SubscribeStream(typingWanted)
+	defer func() { unsubscribe() }()
+	if w.p.Typing != nil {
+		w.typingSeen = w.p.Typing.Serial()
+	}
 	defer w.shutdown()
 	renew := time.NewTicker(leaseRenew)
 	defer renew.Stop()
 	for ctx.Err() == nil {
+		if wanted := w.wantsTyping(); wanted != typingWanted {
+			// A reload turned receive_ephemeral on or off.
+			unsubscribe()
+			typingWanted = wanted
+			stream, unsubscribe = w.p.n.SubscribeStream(typingWanted)
+			if w.p.Typing != nil {
+				w.typingSeen = w.p.Typing.Serial()
+			}
+		}
 		owned, err := w.claim(ctx)
 		if err != nil {
 			w.dbError(ctx, err, renew.C)
@@ -455,6 +476,10 @@ func (w *worker) run(ctx context.Context) {
 		}
 		w.deliver(ctx, renew.C)
 	}
+}
+
+func (w *worker) wantsTyping() bool {
+	return w.p.Typing != nil && w.as.Load().ReceivesEphemeral()
 }
 
 // claim ensures this process holds the lease on the queue, renewing it
@@ -528,14 +553,19 @@ func (w *worker) build(ctx context.Context) (more bool, err error) {
 	w.hd = max(w.hd, cur)
 	w.mu.Unlock()
 	acked := w.row.AckedPos
-	if cur <= acked {
+	as := w.as.Load()
+	typingSerial := int64(0)
+	if w.wantsTyping() {
+		typingSerial = w.p.Typing.Serial()
+	}
+	if cur <= acked && typingSerial <= w.typingSeen {
 		return false, nil
 	}
-	in := newInterest(w.p.db, w.as.Load())
+	in := newInterest(w.p.db, as)
 	var picked []int64
 	upto, scanned := acked, 0
 scan:
-	for {
+	for cur > acked {
 		page, err := w.p.db.StreamEvents(ctx, upto, cur, scanPage)
 		if err != nil {
 			return false, err
@@ -564,12 +594,37 @@ scan:
 			break
 		}
 	}
-	if len(picked) == 0 {
+	eph := &ephemeralBatch{}
+	if as.ReceivesEphemeral() {
+		if upto > acked {
+			var cut int64
+			if eph, cut, err = gatherEphemeral(ctx, w.p.db, in, acked, upto); err != nil {
+				return false, err
+			}
+			if cut < upto {
+				upto, more = cut, true
+				picked = slices.DeleteFunc(picked, func(pos int64) bool { return pos > upto })
+			}
+		}
+		if typingSerial > w.typingSeen {
+			if err := eph.addTyping(ctx, w.p.Typing, in, w.typingSeen); err != nil {
+				return false, err
+			}
+		}
+	}
+	if len(picked) == 0 && eph.empty() {
 		w.row.AckedPos = upto
+		w.typingSeen = max(w.typingSeen, typingSerial)
 		w.update(func(s *Stat) { s.AckedPos = upto })
 		return more, nil
 	}
-	ok, err := w.p.db.StartAppserviceTxn(ctx, w.row.ASID, w.p.owner, acked, upto, picked)
+	var ephJSON json.RawMessage
+	if !eph.empty() {
+		if ephJSON, err = json.Marshal(eph); err != nil {
+			return false, err
+		}
+	}
+	ok, err := w.p.db.StartAppserviceTxn(ctx, w.row.ASID, w.p.owner, acked, upto, picked, ephJSON)
 	if err != nil {
 		return false, err
 	}
@@ -577,7 +632,8 @@ scan:
 		w.lostLease()
 		return false, nil
 	}
-	w.row.TxnUpto, w.row.TxnEvents = upto, picked
+	w.row.Sending, w.row.TxnUpto, w.row.TxnEvents, w.row.TxnEphemeral = true, upto, picked, ephJSON
+	w.typingSent = typingSerial
 	w.persistedAcked, w.lastSkipWrite = acked, time.Now()
 	w.syncStat()
 	return more, nil
@@ -614,25 +670,41 @@ func (w *worker) deliver(ctx context.Context, renew <-chan time.Time) {
 		w.dbError(ctx, err, renew)
 		return
 	}
+	var eph ephemeralBatch
+	if len(w.row.TxnEphemeral) > 0 {
+		if err := json.Unmarshal(w.row.TxnEphemeral, &eph); err != nil {
+			// Written by this code; unreadable means a corrupt row, which
+			// retrying cannot fix: send the events without it.
+			w.log.Error().Err(err).Int64("txn_id", txnID).Msg("Unreadable ephemeral data of appservice transaction; sending its events only")
+			eph = ephemeralBatch{}
+		}
+	}
 	body := txnBody{Events: w.p.rooms.Render(ctx, events, rooms.Viewer{}, true)}
 	if as.Registration.EphemeralEvents {
-		body.Ephemeral = []json.RawMessage{}
+		body.Ephemeral = eph.Ephemeral
+		if body.Ephemeral == nil {
+			body.Ephemeral = []json.RawMessage{}
+		}
 	}
+	if as.Registration.SoruEphemeralEvents {
+		body.MSC2409Ephemeral = eph.Ephemeral
+	}
+	body.MSC2409ToDevice = eph.ToDevice
 	start := time.Now()
 	err = w.put(ctx, as, txnID, &body)
 	if ctx.Err() != nil {
 		return // shutting down: the transaction stays in flight for the next start
 	}
 	if err == nil {
-		w.delivered(ctx, txnID, len(events), time.Since(start), renew)
+		w.delivered(ctx, txnID, len(events)+len(eph.Ephemeral)+len(eph.ToDevice), eph.ToDevicePos, time.Since(start), renew)
 		return
 	}
 	w.failed(ctx, txnID, err, renew)
 }
 
-func (w *worker) delivered(ctx context.Context, txnID int64, n int, took time.Duration, renew <-chan time.Time) {
+func (w *worker) delivered(ctx context.Context, txnID int64, n int, toDevice []int64, took time.Duration, renew <-chan time.Time) {
 	now := time.Now()
-	ok, err := w.p.db.AckAppserviceTxn(ctx, w.row.ASID, w.p.owner, txnID, now.UnixMilli())
+	ok, err := w.p.db.AckAppserviceTxn(ctx, w.row.ASID, w.p.owner, txnID, now.UnixMilli(), toDevice)
 	if err != nil {
 		// The appservice has the events; until the acknowledgement is
 		// written they are resent under the same txnId, which it ignores.
@@ -650,7 +722,8 @@ func (w *worker) delivered(ctx context.Context, txnID int64, n int, took time.Du
 	}
 	w.log.Debug().Int64("txn_id", txnID).Int("events", n).Dur("took", took).Msg("Sent appservice transaction")
 	r := w.row
-	r.AckedPos, r.TxnID, r.TxnUpto, r.TxnEvents = r.TxnUpto, r.TxnID+1, 0, nil
+	r.AckedPos, r.TxnID, r.Sending, r.TxnUpto, r.TxnEvents, r.TxnEphemeral = r.TxnUpto, r.TxnID+1, false, 0, nil, nil
+	w.typingSeen, w.typingSent = max(w.typingSeen, w.typingSent), 0
 	r.LastSuccessTS, r.Failures, r.DownSinceTS, r.LastError = now.UnixMilli(), 0, 0, ""
 	w.persistedAcked, w.down, w.backoff = r.AckedPos, false, 0
 	w.syncStat()
@@ -745,6 +818,10 @@ func (w *worker) shutdown() {
 type txnBody struct {
 	Events    []*rooms.ClientEvent `json:"events"`
 	Ephemeral []json.RawMessage    `json:"ephemeral,omitzero"`
+	// The unstable keys of MSC2409, which appservices written against
+	// Synapse still read.
+	MSC2409Ephemeral []json.RawMessage `json:"de.sorunome.msc2409.ephemeral,omitempty"`
+	MSC2409ToDevice  []json.RawMessage `json:"de.sorunome.msc2409.to_device,omitempty"`
 }
 
 // put sends one transaction; any answer but 2xx is an error.
@@ -803,6 +880,7 @@ type interest struct {
 	db    *storage.DB
 	as    *AppService
 	rooms map[id.RoomID]bool
+	users map[id.UserID]bool // presence interest, by user
 }
 
 func newInterest(db *storage.DB, as *AppService) *interest {
@@ -816,14 +894,18 @@ func (in *interest) event(ctx context.Context, e *storage.Event) (bool, error) {
 	if e.Type == event.StateMember.Type && e.StateKey != nil && in.as.IsInterestedInUser(id.UserID(*e.StateKey)) {
 		return true, nil
 	}
-	if v, ok := in.rooms[e.RoomID]; ok {
+	return in.roomCached(ctx, e.RoomID)
+}
+
+func (in *interest) roomCached(ctx context.Context, roomID id.RoomID) (bool, error) {
+	if v, ok := in.rooms[roomID]; ok {
 		return v, nil
 	}
-	v, err := in.room(ctx, e.RoomID)
+	v, err := in.room(ctx, roomID)
 	if err != nil {
 		return false, err
 	}
-	in.rooms[e.RoomID] = v
+	in.rooms[roomID] = v
 	return v, nil
 }
 

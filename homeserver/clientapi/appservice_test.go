@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -30,8 +32,13 @@ const (
 
 // withBridge registers an appservice "bridge" owning @bridge_*, reachable at url.
 func withBridge(t *testing.T, url string) func(*config.Config) {
+	return withBridgeOptions(t, url, "")
+}
+
+// withBridgeOptions is withBridge with more top-level registration keys.
+func withBridgeOptions(t *testing.T, url, extra string) func(*config.Config) {
 	path := filepath.Join(t.TempDir(), "bridge.yaml")
-	reg := fmt.Sprintf(`id: bridge
+	reg := extra + fmt.Sprintf(`id: bridge
 url: %q
 as_token: %s
 hs_token: %s
@@ -209,6 +216,160 @@ func TestAppserviceReceivesTransactions(t *testing.T) {
 			t.Fatal("the appservice never received the message")
 		}
 	}
+}
+
+// An appservice with receive_ephemeral gets, in its transactions, the
+// typing, receipts and presence of the rooms and users it shares, and the
+// to-device messages for its users' devices — in the formats mautrix's
+// appservice package parses — but not other users' private receipts or
+// the presence of users it shares nothing with.
+func TestAppserviceReceivesEphemeral(t *testing.T) {
+	testdb.ForEach(t, func(t *testing.T, uri string) {
+		var mu sync.Mutex
+		var ephemeral, toDevice []*event.Event
+		var raw []string
+		changed := make(chan struct{}, 1)
+		as := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/_matrix/app/v1/transactions/") {
+				body, _ := io.ReadAll(r.Body)
+				var txn appservice.Transaction
+				if err := json.Unmarshal(body, &txn); err != nil {
+					t.Errorf("transaction does not parse: %v", err)
+				}
+				mu.Lock()
+				raw = append(raw, string(body))
+				for _, e := range txn.EphemeralEvents {
+					e.Type.Class = event.EphemeralEventType
+					if err := e.Content.ParseRaw(e.Type); err != nil {
+						t.Errorf("ephemeral %s content does not parse: %v", e.Type.Type, err)
+					}
+					ephemeral = append(ephemeral, e)
+				}
+				toDevice = append(toDevice, txn.MSC2409ToDeviceEvents...)
+				mu.Unlock()
+				select {
+				case changed <- struct{}{}:
+				default:
+				}
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte("{}"))
+		}))
+		defer as.Close()
+		srv := hstest.Start(t, uri, withBridgeOptions(t, as.URL, "receive_ephemeral: true\n"))
+		bot := asClient(t, srv, "")
+		reg, _, err := bot.Register(ctx, &mautrix.ReqRegister[any]{Username: "bridge_carol", Type: mautrix.AuthTypeAppservice})
+		if err != nil || reg.DeviceID == "" {
+			t.Fatalf("register the ghost with a device: %+v, %v", reg, err)
+		}
+		human := srv.NewUser("human")
+		stranger := srv.NewUser("stranger")
+		created, err := human.CreateRoom(ctx, &mautrix.ReqCreateRoom{Invite: []id.UserID{"@bridge_carol:localhost"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		carol := asClient(t, srv, "@bridge_carol:localhost")
+		if _, err := carol.JoinRoomByID(ctx, created.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		said := sendText(t, carol, created.RoomID, "hi from the bridge")
+
+		// Private first: if it were delivered, it would come before the rest.
+		if err := human.SendReceipt(ctx, created.RoomID, said, event.ReceiptTypeReadPrivate, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := stranger.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceOnline, StatusMsg: "not here"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := human.UserTyping(ctx, created.RoomID, true, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := human.SendReceipt(ctx, created.RoomID, said, event.ReceiptTypeRead, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := human.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceOnline, StatusMsg: "bridging"}); err != nil {
+			t.Fatal(err)
+		}
+		secret := event.Type{Type: "org.example.secret", Class: event.ToDeviceEventType}
+		_, err = human.SendToDevice(ctx, secret, &mautrix.ReqSendToDevice{Messages: map[id.UserID]map[id.DeviceID]*event.Content{
+			"@bridge_carol:localhost": {reg.DeviceID: {Raw: map[string]any{"key": "value"}}},
+			"@stranger:localhost":     {"*": {Raw: map[string]any{"key": "not for the bridge"}}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		var typing, receipt, presence, message bool
+		deadline := time.After(15 * time.Second)
+		for !(typing && receipt && presence && message) {
+			select {
+			case <-changed:
+			case <-deadline:
+				mu.Lock()
+				defer mu.Unlock()
+				t.Fatalf("missing ephemeral data (typing %v, receipt %v, presence %v, to-device %v); transactions:\n%s",
+					typing, receipt, presence, message, strings.Join(raw, "\n"))
+			}
+			mu.Lock()
+			for _, e := range ephemeral {
+				switch e.Type.Type {
+				case event.EphemeralEventTyping.Type:
+					if e.RoomID == created.RoomID && slices.Equal(e.Content.AsTyping().UserIDs, []id.UserID{"@human:localhost"}) {
+						typing = true
+					}
+				case event.EphemeralEventReceipt.Type:
+					if e.RoomID != created.RoomID {
+						t.Errorf("receipt of room %q", e.RoomID)
+					}
+					for eventID, types := range *e.Content.AsReceipt() {
+						if _, private := types[event.ReceiptTypeReadPrivate]; private {
+							t.Errorf("another user's private receipt was sent: %v", types)
+						}
+						if _, ok := types[event.ReceiptTypeRead]["@human:localhost"]; ok && eventID == said {
+							receipt = true
+						}
+					}
+				case event.EphemeralEventPresence.Type:
+					switch e.Sender {
+					case "@human:localhost":
+						presence = presence || e.Content.AsPresence().StatusMessage == "bridging"
+					case "@stranger:localhost":
+						t.Errorf("presence of a user sharing no room was sent")
+					}
+				}
+			}
+			for _, e := range toDevice {
+				if e.Type.Type != secret.Type || e.Sender != "@human:localhost" {
+					t.Errorf("unexpected to-device message %+v", e)
+				}
+				if e.ToUserID == "@bridge_carol:localhost" && e.ToDeviceID == reg.DeviceID && e.Content.Raw["key"] == "value" {
+					message = true
+				} else {
+					t.Errorf("to-device message for someone else: %+v", e)
+				}
+			}
+			mu.Unlock()
+		}
+		// Delivered to-device messages leave the inbox once acknowledged;
+		// the stranger's stays for their own sync.
+		for wait := time.Now().Add(5 * time.Second); ; {
+			pending, err := srv.HS.DB.ToDeviceInRange(ctx, 0, 1<<62, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var users []id.UserID
+			for _, m := range pending {
+				users = append(users, m.UserID)
+			}
+			if slices.Equal(users, []id.UserID{"@stranger:localhost"}) {
+				break
+			}
+			if time.Now().After(wait) {
+				t.Fatalf("pending to-device messages for %v, want only the stranger's", users)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 }
 
 // Unknown users and aliases in an appservice's namespaces are queried from

@@ -26,8 +26,9 @@ type Notifier struct {
 	// same PostgreSQL database (nil with one process; see pgnotify.go).
 	peers *peerBridge
 	// streamSubs are told about every new stream position, whoever it
-	// concerns (appservice pushers read the whole stream).
-	streamSubs map[chan struct{}]struct{}
+	// concerns (appservice pushers read the whole stream); those whose value
+	// is true also about data outside the stream (typing).
+	streamSubs map[chan struct{}]bool
 }
 
 // New returns a notifier; roomUsers resolves room-wide wake-ups.
@@ -73,14 +74,15 @@ func (n *Notifier) Wake(pos int64, users []id.UserID, rooms []id.RoomID) {
 }
 
 // SubscribeStream returns a channel that receives (coalesced) a signal
-// whenever a new stream position is announced, and a function to stop.
-func (n *Notifier) SubscribeStream() (<-chan struct{}, func()) {
+// whenever a new stream position is announced — and, with outside, also
+// when data outside the stream (typing) changes — and a function to stop.
+func (n *Notifier) SubscribeStream(outside bool) (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
 	n.mu.Lock()
 	if n.streamSubs == nil {
-		n.streamSubs = map[chan struct{}]struct{}{}
+		n.streamSubs = map[chan struct{}]bool{}
 	}
-	n.streamSubs[ch] = struct{}{}
+	n.streamSubs[ch] = outside
 	n.mu.Unlock()
 	return ch, func() {
 		n.mu.Lock()
@@ -96,12 +98,13 @@ func (n *Notifier) wake(pos int64, targets []id.UserID) {
 	if pos > n.pos {
 		n.pos = pos
 	}
-	if pos > 0 {
-		for ch := range n.streamSubs {
-			select {
-			case ch <- struct{}{}:
-			default: // a signal is already pending
-			}
+	for ch, outside := range n.streamSubs {
+		if pos == 0 && !outside {
+			continue
+		}
+		select {
+		case ch <- struct{}{}:
+		default: // a signal is already pending
 		}
 	}
 	for _, u := range targets {

@@ -210,12 +210,19 @@ func TestNotifierConcurrent(t *testing.T) {
 
 func TestSubscribeStream(t *testing.T) {
 	n := New(nil)
-	ch, stop := n.SubscribeStream()
+	ch, stop := n.SubscribeStream(false)
+	typingCh, stopTyping := n.SubscribeStream(true)
+	defer stopTyping()
 	n.Wake(0, []id.UserID{"@a:x"}, nil) // typing: not a stream position
 	select {
 	case <-ch:
 		t.Fatal("signalled for a non-stream wake")
 	default:
+	}
+	select {
+	case <-typingCh:
+	default:
+		t.Fatal("a subscriber to data outside the stream was not signalled for typing")
 	}
 	n.Wake(5, nil, nil)
 	n.Wake(6, nil, nil) // coalesced with the pending signal

@@ -29,10 +29,14 @@ type AppserviceStream struct {
 	// TxnID is the in-flight transaction's ID when TxnUpto is set, else the
 	// ID the next transaction will get.
 	TxnID int64
-	// TxnUpto is 0 when no transaction is in flight.
+	// Sending is true while a transaction is recorded as being sent: its
+	// range ends at TxnUpto, TxnEvents are the stream positions of its
+	// events and TxnEphemeral its other data as first sent (nil: none).
+	Sending       bool
 	TxnUpto       int64
-	TxnEvents     []int64 // stream positions of the in-flight transaction's events
-	LastSuccessTS int64   // 0: never
+	TxnEvents     []int64
+	TxnEphemeral  json.RawMessage
+	LastSuccessTS int64 // 0: never
 	Failures      int
 	DownSinceTS   int64 // 0: not failing
 	LastError     string
@@ -41,20 +45,24 @@ type AppserviceStream struct {
 }
 
 // InFlight reports whether a transaction is recorded as being sent.
-func (s *AppserviceStream) InFlight() bool { return s.TxnUpto != 0 }
+func (s *AppserviceStream) InFlight() bool { return s.Sending }
 
-const appserviceStreamColumns = `as_id, acked_pos, txn_id, txn_upto, txn_events, last_success_ts, failures,
+const appserviceStreamColumns = `as_id, acked_pos, txn_id, txn_upto, txn_events, txn_ephemeral, last_success_ts, failures,
 	down_since_ts, last_error, lease_owner, lease_until`
 
 func scanAppserviceStream(row interface{ Scan(...any) error }) (*AppserviceStream, error) {
 	var s AppserviceStream
 	var upto, lastSuccess, downSince sql.NullInt64
-	var txnEvents, lastError, owner sql.NullString
-	if err := row.Scan(&s.ASID, &s.AckedPos, &s.TxnID, &upto, &txnEvents, &lastSuccess, &s.Failures,
+	var txnEvents, txnEphemeral, lastError, owner sql.NullString
+	if err := row.Scan(&s.ASID, &s.AckedPos, &s.TxnID, &upto, &txnEvents, &txnEphemeral, &lastSuccess, &s.Failures,
 		&downSince, &lastError, &owner, &s.LeaseUntil); err != nil {
 		return nil, err
 	}
+	s.Sending = upto.Valid
 	s.TxnUpto, s.LastSuccessTS, s.DownSinceTS = upto.Int64, lastSuccess.Int64, downSince.Int64
+	if txnEphemeral.Valid && txnEphemeral.String != "" {
+		s.TxnEphemeral = json.RawMessage(txnEphemeral.String)
+	}
 	s.LastError, s.LeaseOwner = lastError.String, owner.String
 	if txnEvents.Valid && txnEvents.String != "" {
 		if err := json.Unmarshal([]byte(txnEvents.String), &s.TxnEvents); err != nil {
@@ -142,25 +150,44 @@ func (db *DB) SkipAppserviceStream(ctx context.Context, asID, owner string, acke
 }
 
 // StartAppserviceTxn records the transaction about to be sent: events (the
-// stream positions, in order) after ackedPos up to upto, under the row's
-// current txn_id. ackedPos may be ahead of the stored acked_pos when the
-// events in between were skipped as uninteresting.
-func (db *DB) StartAppserviceTxn(ctx context.Context, asID, owner string, ackedPos, upto int64, events []int64) (bool, error) {
-	if upto <= ackedPos || len(events) == 0 {
-		return false, fmt.Errorf("start appservice transaction: empty range (%d, %d] or no events", ackedPos, upto)
+// stream positions, in order) after ackedPos up to upto and the ephemeral
+// part (may be nil), under the row's current txn_id. ackedPos may be ahead
+// of the stored acked_pos when the events in between were skipped as
+// uninteresting; upto equals ackedPos for a transaction of typing only.
+func (db *DB) StartAppserviceTxn(ctx context.Context, asID, owner string, ackedPos, upto int64, events []int64, ephemeral json.RawMessage) (bool, error) {
+	if upto < ackedPos || (len(events) == 0 && len(ephemeral) == 0) {
+		return false, fmt.Errorf("start appservice transaction: empty range (%d, %d] or nothing to send", ackedPos, upto)
 	}
 	list, _ := json.Marshal(events)
-	return db.affectsOne(ctx, "start appservice transaction", `UPDATE appservice_streams SET acked_pos = $3, txn_upto = $4, txn_events = $5
-		WHERE as_id = $1 AND lease_owner = $2 AND txn_upto IS NULL AND acked_pos <= $3`, asID, owner, ackedPos, upto, string(list))
+	var eph sql.NullString
+	if len(ephemeral) > 0 {
+		eph = sql.NullString{String: string(ephemeral), Valid: true}
+	}
+	return db.affectsOne(ctx, "start appservice transaction", `UPDATE appservice_streams
+		SET acked_pos = $3, txn_upto = $4, txn_events = $5, txn_ephemeral = $6
+		WHERE as_id = $1 AND lease_owner = $2 AND txn_upto IS NULL AND acked_pos <= $3`, asID, owner, ackedPos, upto, string(list), eph)
 }
 
 // AckAppserviceTxn marks transaction txnID as delivered: acked_pos becomes
-// its upto, the next transaction gets txnID+1, the failure count resets.
-func (db *DB) AckAppserviceTxn(ctx context.Context, asID, owner string, txnID, now int64) (bool, error) {
-	return db.affectsOne(ctx, "acknowledge appservice transaction", `UPDATE appservice_streams
-		SET acked_pos = txn_upto, txn_id = txn_id + 1, txn_upto = NULL, txn_events = NULL,
-			last_success_ts = $4, failures = 0, down_since_ts = NULL, last_error = NULL
-		WHERE as_id = $1 AND lease_owner = $2 AND txn_id = $3 AND txn_upto IS NOT NULL`, asID, owner, txnID, now)
+// its upto, the next transaction gets txnID+1, the failure count resets,
+// and the to-device messages it carried (stream positions toDevice) are
+// deleted: the appservice now holds them for its users' devices.
+func (db *DB) AckAppserviceTxn(ctx context.Context, asID, owner string, txnID, now int64, toDevice []int64) (ok bool, err error) {
+	err = db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		ok, err = db.affectsOne(ctx, "acknowledge appservice transaction", `UPDATE appservice_streams
+			SET acked_pos = txn_upto, txn_id = txn_id + 1, txn_upto = NULL, txn_events = NULL, txn_ephemeral = NULL,
+				last_success_ts = $4, failures = 0, down_since_ts = NULL, last_error = NULL
+			WHERE as_id = $1 AND lease_owner = $2 AND txn_id = $3 AND txn_upto IS NOT NULL`, asID, owner, txnID, now)
+		if err != nil || !ok || len(toDevice) == 0 {
+			return err
+		}
+		in, args := inList(toDevice, 0)
+		if _, err := db.Exec(ctx, `DELETE FROM to_device WHERE stream_pos IN (`+in+`)`, args...); err != nil {
+			return fmt.Errorf("delete delivered to-device messages: %w", err)
+		}
+		return nil
+	})
+	return ok, err
 }
 
 // AppserviceTxnFailed counts a failed attempt (down_since_ts is kept from
@@ -196,14 +223,89 @@ func (db *DB) EventsAtStreamPositions(ctx context.Context, positions []int64) ([
 	if len(positions) == 0 {
 		return nil, nil
 	}
-	placeholders := make([]string, len(positions))
-	args := make([]any, len(positions))
-	for i, p := range positions {
-		placeholders[i] = fmt.Sprintf("$%d", i+1)
-		args[i] = p
+	in, args := inList(positions, 0)
+	return db.queryEvents(ctx, `SELECT `+eventColumns+` FROM events WHERE stream_pos IN (`+in+`) ORDER BY stream_pos`, args...)
+}
+
+// inList returns placeholders $first+1, $first+2, … for values, and the
+// values as query arguments.
+func inList[T any](values []T, first int) (string, []any) {
+	placeholders := make([]string, len(values))
+	args := make([]any, len(values))
+	for i, v := range values {
+		placeholders[i] = fmt.Sprintf("$%d", first+i+1)
+		args[i] = v
 	}
-	return db.queryEvents(ctx, `SELECT `+eventColumns+` FROM events WHERE stream_pos IN (`+
-		strings.Join(placeholders, ",")+`) ORDER BY stream_pos`, args...)
+	return strings.Join(placeholders, ","), args
+}
+
+// ReceiptsInRange returns up to limit receipts of every room written in
+// (after, upto], private ones included, in stream order.
+func (db *DB) ReceiptsInRange(ctx context.Context, after, upto int64, limit int) ([]Receipt, error) {
+	rows, err := db.Query(ctx, `SELECT room_id, receipt_type, user_id, thread_id, event_id, ts, stream_pos FROM receipts
+		WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos LIMIT $3`, after, upto, limit)
+	if err != nil {
+		return nil, fmt.Errorf("receipts in range: %w", err)
+	}
+	defer rows.Close()
+	var out []Receipt
+	for rows.Next() {
+		var r Receipt
+		if err := rows.Scan(&r.RoomID, &r.Type, &r.UserID, &r.ThreadID, &r.EventID, &r.TS, &r.StreamPos); err != nil {
+			return nil, fmt.Errorf("receipts in range: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// PresenceInRange returns up to limit presence states of any user written
+// in (after, upto], in stream order.
+func (db *DB) PresenceInRange(ctx context.Context, after, upto int64, limit int) ([]Presence, error) {
+	rows, err := db.Query(ctx, `SELECT `+presenceColumns+` FROM presence
+		WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos LIMIT $3`, after, upto, limit)
+	if err != nil {
+		return nil, fmt.Errorf("presence in range: %w", err)
+	}
+	defer rows.Close()
+	var out []Presence
+	for rows.Next() {
+		p, err := scanPresence(rows)
+		if err != nil {
+			return nil, fmt.Errorf("presence in range: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// AddressedToDevice is a pending to-device message with its recipient.
+type AddressedToDevice struct {
+	ToDeviceMessage
+	UserID   id.UserID
+	DeviceID id.DeviceID
+}
+
+// ToDeviceInRange returns up to limit pending to-device messages of any
+// device with positions in (after, upto], in stream order.
+func (db *DB) ToDeviceInRange(ctx context.Context, after, upto int64, limit int) ([]AddressedToDevice, error) {
+	rows, err := db.Query(ctx, `SELECT stream_pos, user_id, device_id, sender, type, content FROM to_device
+		WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos LIMIT $3`, after, upto, limit)
+	if err != nil {
+		return nil, fmt.Errorf("to-device in range: %w", err)
+	}
+	defer rows.Close()
+	var out []AddressedToDevice
+	for rows.Next() {
+		var m AddressedToDevice
+		var content string
+		if err := rows.Scan(&m.StreamPos, &m.UserID, &m.DeviceID, &m.Sender, &m.Type, &content); err != nil {
+			return nil, fmt.Errorf("to-device in range: %w", err)
+		}
+		m.Content = json.RawMessage(content)
+		out = append(out, m)
+	}
+	return out, rows.Err()
 }
 
 // CanonicalAliases returns the alias and alt_aliases of a room's current

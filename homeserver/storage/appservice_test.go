@@ -62,12 +62,12 @@ func TestAppserviceStreamLifecycle(t *testing.T) {
 		mustOK("skip", ok, err)
 		ok, err = db.SkipAppserviceStream(ctx, "irc", "a", 11)
 		refused("skip backwards", ok, err)
-		ok, err = db.StartAppserviceTxn(ctx, "irc", "a", 15, 20, []int64{16, 18})
+		ok, err = db.StartAppserviceTxn(ctx, "irc", "a", 15, 20, []int64{16, 18}, nil)
 		mustOK("start transaction", ok, err)
 		if s := get(); s.AckedPos != 15 || !s.InFlight() || s.TxnUpto != 20 || !slices.Equal(s.TxnEvents, []int64{16, 18}) {
 			t.Fatalf("in flight = %+v", s)
 		}
-		ok, err = db.StartAppserviceTxn(ctx, "irc", "a", 20, 30, []int64{25})
+		ok, err = db.StartAppserviceTxn(ctx, "irc", "a", 20, 30, []int64{25}, nil)
 		refused("a second transaction in flight", ok, err)
 		ok, err = db.SkipAppserviceStream(ctx, "irc", "a", 25)
 		refused("skip while in flight", ok, err)
@@ -83,18 +83,18 @@ func TestAppserviceStreamLifecycle(t *testing.T) {
 		// The lease lapses and b takes over: a can no longer write.
 		ok, err = db.ClaimAppserviceStream(ctx, "irc", "b", 3000, 4000)
 		mustOK("take over a lapsed lease", ok, err)
-		ok, err = db.AckAppserviceTxn(ctx, "irc", "a", 1, 5000)
+		ok, err = db.AckAppserviceTxn(ctx, "irc", "a", 1, 5000, nil)
 		refused("ack by the old owner", ok, err)
-		ok, err = db.AckAppserviceTxn(ctx, "irc", "b", 2, 5000)
+		ok, err = db.AckAppserviceTxn(ctx, "irc", "b", 2, 5000, nil)
 		refused("ack of another transaction", ok, err)
-		ok, err = db.AckAppserviceTxn(ctx, "irc", "b", 1, 5000)
+		ok, err = db.AckAppserviceTxn(ctx, "irc", "b", 1, 5000, nil)
 		mustOK("ack", ok, err)
 		s := get()
 		if s.AckedPos != 20 || s.TxnID != 2 || s.InFlight() || s.TxnEvents != nil || s.Failures != 0 ||
 			s.DownSinceTS != 0 || s.LastError != "" || s.LastSuccessTS != 5000 || s.LeaseOwner != "b" {
 			t.Fatalf("after ack = %+v", s)
 		}
-		ok, err = db.AckAppserviceTxn(ctx, "irc", "b", 1, 6000)
+		ok, err = db.AckAppserviceTxn(ctx, "irc", "b", 1, 6000, nil)
 		refused("ack twice", ok, err)
 
 		if err := db.ReleaseAppserviceStream(ctx, "irc", "b"); err != nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/id"
@@ -160,13 +159,8 @@ func (db *DB) GetEvents(ctx context.Context, ids []id.EventID) ([]*Event, error)
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	placeholders := make([]string, len(ids))
-	args := make([]any, len(ids))
-	for i, eid := range ids {
-		placeholders[i] = fmt.Sprintf("$%d", i+1)
-		args[i] = eid
-	}
-	return db.queryEvents(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id IN (`+strings.Join(placeholders, ",")+`)`, args...)
+	in, args := inList(ids, 0)
+	return db.queryEvents(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id IN (`+in+`)`, args...)
 }
 
 // RoomEvents returns up to limit events of a room with stream positions in

@@ -35,6 +35,41 @@ type Receipt struct {
 	StreamPos int64
 }
 
+// ReceiptInfo is one user's receipt in an m.receipt event's content.
+type ReceiptInfo struct {
+	TS       int64  `json:"ts"`
+	ThreadID string `json:"thread_id,omitempty"`
+}
+
+// ReceiptContent is the content of an m.receipt event: event ID → receipt
+// type → user → receipt.
+type ReceiptContent map[id.EventID]map[event.ReceiptType]map[id.UserID]ReceiptInfo
+
+// GroupReceipts turns receipts into m.receipt contents per room (/sync and
+// appservice transactions both send them so).
+func GroupReceipts(receipts []Receipt) map[id.RoomID]ReceiptContent {
+	byRoom := map[id.RoomID]ReceiptContent{}
+	for _, r := range receipts {
+		content := byRoom[r.RoomID]
+		if content == nil {
+			content = ReceiptContent{}
+			byRoom[r.RoomID] = content
+		}
+		types := content[r.EventID]
+		if types == nil {
+			types = map[event.ReceiptType]map[id.UserID]ReceiptInfo{}
+			content[r.EventID] = types
+		}
+		users := types[r.Type]
+		if users == nil {
+			users = map[id.UserID]ReceiptInfo{}
+			types[r.Type] = users
+		}
+		users[r.UserID] = ReceiptInfo{TS: r.TS, ThreadID: r.ThreadID}
+	}
+	return byRoom
+}
+
 // receiptEventPos returns the stream position of the event the user's
 // receipt of one type and thread points at (found=false when there is no
 // receipt).

@@ -46,18 +46,13 @@ func (db *DB) AggregatedRelations(ctx context.Context, parents []id.EventID) ([]
 	for len(parents) > 0 {
 		batch := parents[:min(len(parents), aggregationChunk)]
 		parents = parents[len(batch):]
-		placeholders := make([]string, len(batch))
-		args := make([]any, len(batch))
-		for i, eid := range batch {
-			placeholders[i] = fmt.Sprintf("$%d", i+1)
-			args[i] = eid
-		}
+		in, args := inList(batch, 0)
 		// "|| ''": without it SQLite joins on room_id and walks whole rooms.
 		rows, err := db.Query(ctx, `
 			SELECT c.event_id, c.relates_to, c.rel_type, c.type, c.state_key, c.sender, c.room_id, c.depth,
 				c.stream_pos, c.origin_server_ts, p.rel_type, p.redacted_by
 			FROM events c JOIN events p ON p.event_id = c.relates_to AND p.room_id = c.room_id || ''
-			WHERE c.relates_to IN (`+strings.Join(placeholders, ",")+`)
+			WHERE c.relates_to IN (`+in+`)
 				AND c.rel_type IN ('m.replace', 'm.thread', 'm.reference')`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("aggregated relations: %w", err)

@@ -93,25 +93,7 @@ func (s *Syncer) ephemeral(ctx context.Context, req Request, resp *Response, sin
 			}
 			receipts = append(news, current...)
 		}
-		byRoom := map[id.RoomID]map[id.EventID]map[event.ReceiptType]map[id.UserID]receiptInfo{}
-		for _, r := range receipts {
-			content := byRoom[r.RoomID]
-			if content == nil {
-				content = map[id.EventID]map[event.ReceiptType]map[id.UserID]receiptInfo{}
-				byRoom[r.RoomID] = content
-			}
-			types := content[r.EventID]
-			if types == nil {
-				types = map[event.ReceiptType]map[id.UserID]receiptInfo{}
-				content[r.EventID] = types
-			}
-			users := types[r.Type]
-			if users == nil {
-				users = map[id.UserID]receiptInfo{}
-				types[r.Type] = users
-			}
-			users[r.UserID] = receiptInfo{TS: r.TS, ThreadID: r.ThreadID}
-		}
+		byRoom := storage.GroupReceipts(receipts)
 		for _, roomID := range rooms {
 			content := byRoom[roomID]
 			if content == nil {
@@ -176,12 +158,6 @@ func (s *Syncer) ephemeral(ctx context.Context, req Request, resp *Response, sin
 		jr.Ephemeral.Events = append(jr.Ephemeral.Events, events...)
 	}
 	return nil
-}
-
-// receiptInfo is one user's receipt inside m.receipt content.
-type receiptInfo struct {
-	TS       int64  `json:"ts"`
-	ThreadID string `json:"thread_id,omitempty"`
 }
 
 // ephemeralTypeWanted applies the ephemeral filter's types and not_types.
