@@ -32,6 +32,7 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver/rooms"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
 	"github.com/switchboard-im/switchboard/homeserver/typing"
+	"github.com/switchboard-im/switchboard/internal/dbopen"
 )
 
 // Homeserver is one homeserver process.
@@ -65,7 +66,7 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Homeserv
 	// Several homeserver processes may share a PostgreSQL database: a write
 	// in one must wake long-polling syncs in the others, which the notifier
 	// does through LISTEN/NOTIFY (Serve closes it). SQLite has one process.
-	if dialect, dsn, _ := config.SplitDatabase(cfg.Database); dialect == "postgres" {
+	if dialect, dsn, _ := dbopen.Split(cfg.Database); dialect == "postgres" {
 		if err := n.ConnectPostgres(ctx, dsn, log.With().Str("component", "notifier").Logger()); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("sync notifier: %w", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver"
 	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/internal/buildinfo"
+	"github.com/switchboard-im/switchboard/internal/dbopen"
 )
 
 func cmdVersion(_ []string, stdout io.Writer) error {
@@ -162,7 +163,7 @@ Stop with Ctrl-C.
 }
 
 func describeDatabase(uri string) string {
-	dialect, _, _ := config.SplitDatabase(uri)
+	dialect, _, _ := dbopen.Split(uri)
 	if dialect == "sqlite3" {
 		return uri
 	}

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchboard-im/switchboard/internal/dbopen"
 	"gopkg.in/yaml.v3"
 )
 
@@ -325,7 +326,7 @@ func (c *Config) Validate() error {
 	if err := validHostPort(c.Listen); err != nil {
 		return keyErr("listen", "%v", err)
 	}
-	if _, _, err := SplitDatabase(c.Database); err != nil {
+	if _, _, err := dbopen.Split(c.Database); err != nil {
 		return keyErr("database", "%v", err)
 	}
 	if c.DatabaseMaxConns < 0 {
@@ -426,39 +427,6 @@ func validHostPort(s string) error {
 		return fmt.Errorf("%q has no port", s)
 	}
 	return nil
-}
-
-// SplitDatabase splits the database key into a dbutil dialect and a driver
-// URI. "sqlite:PATH" (relative to the data dir) and "postgres://…" are accepted.
-func SplitDatabase(uri string) (dialect, dsn string, err error) {
-	switch {
-	case strings.HasPrefix(uri, "sqlite:"):
-		path := strings.TrimPrefix(uri, "sqlite:")
-		path = strings.TrimPrefix(path, "//")
-		if path == "" {
-			return "", "", errors.New("sqlite: needs a file path, e.g. sqlite:switchboard.db")
-		}
-		return "sqlite3", path, nil
-	case strings.HasPrefix(uri, "postgres://"), strings.HasPrefix(uri, "postgresql://"):
-		if _, err := url.Parse(uri); err != nil {
-			return "", "", fmt.Errorf("invalid PostgreSQL URI: %w", err)
-		}
-		return "postgres", uri, nil
-	default:
-		return "", "", fmt.Errorf("%q must start with sqlite: or postgres://", redactURI(uri))
-	}
-}
-
-// redactURI hides a password in a database URI before it is printed.
-func redactURI(uri string) string {
-	u, err := url.Parse(uri)
-	if err != nil || u.User == nil {
-		return uri
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "REDACTED")
-	}
-	return u.String()
 }
 
 // ResolvePath makes a config-relative path absolute against the data dir.

@@ -11,9 +11,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"net/url"
-	"os"
-	"path/filepath"
 	"regexp"
 	"sync"
 	"time"
@@ -21,9 +18,8 @@ import (
 	_ "github.com/lib/pq"
 	_ "github.com/mattn/go-sqlite3"
 	"github.com/rs/zerolog"
+	"github.com/switchboard-im/switchboard/internal/dbopen"
 	"go.mau.fi/util/dbutil"
-
-	"github.com/switchboard-im/switchboard/homeserver/config"
 )
 
 //go:embed upgrades/*.sql
@@ -49,41 +45,11 @@ var ErrNotFound = errors.New("not found")
 // ("sqlite:FILE" relative to dataDir, or "postgres://…") and upgrades its
 // schema to the latest version.
 func Open(ctx context.Context, uri, dataDir string, maxConns int, log zerolog.Logger) (*DB, error) {
-	dialect, dsn, err := config.SplitDatabase(uri)
+	raw, err := dbopen.Open(ctx, dbopen.Options{URI: uri, DataDir: dataDir, MaxConns: maxConns, Owner: "switchboard-homeserver", Log: log})
 	if err != nil {
-		return nil, fmt.Errorf("database: %w", err)
+		return nil, err
 	}
-	if dialect == "sqlite3" {
-		path := dsn
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(dataDir, path)
-		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, fmt.Errorf("database: create directory: %w", err)
-		}
-		dsn = sqliteDSN(path)
-		if maxConns == 0 {
-			maxConns = 8
-		}
-	} else if maxConns == 0 {
-		maxConns = 32
-	}
-	raw, err := dbutil.NewWithDialect(dsn, dialect)
-	if err != nil {
-		return nil, fmt.Errorf("database: open: %w", err)
-	}
-	raw.RawDB.SetMaxOpenConns(maxConns)
-	raw.RawDB.SetMaxIdleConns(maxConns)
-	raw.RawDB.SetConnMaxIdleTime(5 * time.Minute)
-	raw.Owner = "switchboard-homeserver"
 	raw.UpgradeTable = upgradeTable
-	raw.Log = dbutil.ZeroLogger(log.With().Str("component", "database").Logger())
-	pingCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	if err := raw.RawDB.PingContext(pingCtx); err != nil {
-		raw.Close()
-		return nil, fmt.Errorf("database: connect: %w", err)
-	}
 	if err := raw.Upgrade(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("database: upgrade schema: %w", err)
@@ -117,20 +83,6 @@ func (db *DB) Close() error {
 		db.lookupToken.Close()
 	}
 	return db.Database.Close()
-}
-
-// sqliteDSN sets the pragmas every connection needs: WAL so readers never
-// block the writer, foreign keys for cascades, synchronous=FULL so an
-// acknowledged write survives a power cut, immediate transactions so two
-// writers queue on busy_timeout instead of failing on lock upgrade.
-func sqliteDSN(path string) string {
-	q := url.Values{}
-	q.Set("_journal_mode", "WAL")
-	q.Set("_foreign_keys", "on")
-	q.Set("_synchronous", "FULL")
-	q.Set("_busy_timeout", "15000")
-	q.Set("_txlock", "immediate")
-	return "file:" + path + "?" + q.Encode()
 }
 
 func nowMS() int64 { return time.Now().UnixMilli() }
