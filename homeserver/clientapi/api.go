@@ -6,6 +6,7 @@ package clientapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -160,9 +161,16 @@ func fail(c *gin.Context, e mautrix.RespError) {
 }
 
 // internalError logs err and answers a generic 500: internal details never
-// reach the client.
+// reach the client. A request the client gave up on (a long-poll aborted at
+// shutdown or by a closed tab) fails its queries with context.Canceled:
+// that is not the server's fault and is logged at debug level only.
 func (a *API) internalError(c *gin.Context, err error) {
-	zerolog.Ctx(c.Request.Context()).Err(err).Str("path", c.FullPath()).Msg("Internal error while handling request")
+	log := zerolog.Ctx(c.Request.Context())
+	if c.Request.Context().Err() != nil && errors.Is(err, context.Canceled) {
+		log.Debug().Err(err).Str("path", c.FullPath()).Msg("Client went away while its request was handled")
+	} else {
+		log.Err(err).Str("path", c.FullPath()).Msg("Internal error while handling request")
+	}
 	fail(c, mautrix.MUnknown.WithMessage("Internal server error").WithStatus(http.StatusInternalServerError))
 }
 
