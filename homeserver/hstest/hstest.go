@@ -31,6 +31,7 @@ type Server struct {
 	Config *config.Config
 	HS     *homeserver.Homeserver
 	t      testing.TB
+	addr   string // the listener's address, which Restart binds again
 	stop   func()
 }
 
@@ -57,10 +58,19 @@ func Start(t testing.TB, dbURI string, mutate func(*config.Config)) *Server {
 		mutate(cfg)
 	}
 	if err := config.Init(dir, cfg); err != nil {
+		ln.Close()
 		t.Fatalf("init config: %v", err)
 	}
-	cfg, err = config.Load(dir)
+	return serve(t, dir, ln)
+}
+
+// serve starts a homeserver from the config in dir on ln and returns once
+// it answers requests.
+func serve(t testing.TB, dir string, ln net.Listener) *Server {
+	t.Helper()
+	cfg, err := config.Load(dir)
 	if err != nil {
+		ln.Close()
 		t.Fatalf("load config: %v", err)
 	}
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
@@ -73,7 +83,7 @@ func Start(t testing.TB, dbURI string, mutate func(*config.Config)) *Server {
 	}
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(ctx, ln) }()
-	srv := &Server{URL: cfg.PublicURL, Config: cfg, HS: hs, t: t}
+	srv := &Server{URL: cfg.PublicURL, Config: cfg, HS: hs, t: t, addr: ln.Addr().String()}
 	var once sync.Once
 	srv.stop = func() {
 		once.Do(func() {
@@ -89,7 +99,42 @@ func Start(t testing.TB, dbURI string, mutate func(*config.Config)) *Server {
 		})
 	}
 	t.Cleanup(srv.stop)
+	// Serve starts the appservice pusher before it accepts a connection:
+	// once the server answers, it is fully up, and a test that ends now
+	// does not cancel a half-started server.
+	// (Asked at the listener: a test's public_url need not be reachable.)
+	probe, err := mautrix.NewClient("http://"+srv.addr, "", "")
+	if err == nil {
+		probe.Client = &http.Client{Timeout: 30 * time.Second}
+		_, err = probe.Versions(context.Background())
+	}
+	if err != nil {
+		t.Fatalf("homeserver does not answer: %v", err)
+	}
 	return srv
+}
+
+// Restart stops the server as SIGTERM would and starts a new process on
+// the same data directory (config, signing key, DATA/appservices/), the
+// same database and the same address, as an operator's restart does;
+// clients and appservices keep their URL. It returns the new server, which
+// stops when the test ends.
+func (s *Server) Restart() *Server {
+	s.t.Helper()
+	s.Stop()
+	// The port was released a moment ago; another process could take it
+	// first, which on loopback in a test is rare enough to retry briefly.
+	var ln net.Listener
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if ln, err = net.Listen("tcp", s.addr); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		s.t.Fatalf("listen again on %s: %v", s.addr, err)
+	}
+	return serve(s.t, s.Config.DataDir, ln)
 }
 
 // Stop shuts the server down as SIGTERM would (in-flight requests finish,

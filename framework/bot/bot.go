@@ -1,0 +1,322 @@
+// Package bot is the framework's API for simple bots: handlers for
+// messages, commands, reactions, invites and joins, replies, threads and
+// edits, and persistent per-room and per-user state — on top of the
+// appservice runtime (package framework), so a bot is a few dozen lines:
+//
+//	b, err := bot.New(ctx, cfg, log)
+//	b.OnMessage(func(ctx context.Context, m *bot.Message) error {
+//		_, err := m.Reply(ctx, m.Body())
+//		return err
+//	})
+//	return b.Run(ctx)
+//
+// The bot ignores its own events and those of the appservice's ghosts, and
+// never answers m.notice messages (the convention that keeps two bots from
+// talking to each other forever).
+package bot
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/format"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/switchboard-im/switchboard/framework"
+)
+
+// InvitePolicy decides whether the bot joins a room it is invited to.
+type InvitePolicy func(ctx context.Context, roomID id.RoomID, inviter id.UserID) bool
+
+// AcceptAll accepts every invite.
+func AcceptAll(context.Context, id.RoomID, id.UserID) bool { return true }
+
+// AcceptFromServers accepts invites from users of the listed servers.
+func AcceptFromServers(servers ...string) InvitePolicy {
+	return func(_ context.Context, _ id.RoomID, inviter id.UserID) bool {
+		for _, s := range servers {
+			if inviter.Homeserver() == s {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// Bot is a bot running as an appservice's bot user.
+type Bot struct {
+	*framework.Appservice
+	// Client acts as the bot user.
+	Client *mautrix.Client
+	UserID id.UserID
+	Log    zerolog.Logger
+	// CommandPrefix starts a command ("!" by default: "!help").
+	CommandPrefix string
+	// InvitePolicy decides invites; the default accepts invites from users
+	// of the bot's own homeserver.
+	InvitePolicy InvitePolicy
+
+	mu        sync.Mutex
+	messages  []func(context.Context, *Message) error
+	reactions []func(context.Context, *Reaction) error
+	joins     []func(ctx context.Context, roomID id.RoomID, userID id.UserID) error
+	commands  map[string]*Command
+}
+
+// New creates the bot's appservice (see framework.New).
+func New(ctx context.Context, cfg *framework.Config, log zerolog.Logger) (*Bot, error) {
+	as, err := framework.New(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	b := &Bot{
+		Appservice:    as,
+		Client:        as.Bot().Client,
+		UserID:        as.Bot().UserID,
+		Log:           log,
+		CommandPrefix: "!",
+		InvitePolicy:  AcceptFromServers(cfg.ServerName),
+		commands:      map[string]*Command{},
+	}
+	b.Command(&Command{Name: "help", Usage: "[command]", Help: "List the commands, or explain one.", Run: b.help})
+	as.OnEvent(b.handle)
+	return b, nil
+}
+
+// OnMessage adds a handler for messages (m.text, m.emote, m.notice is
+// skipped, media too) that are not commands.
+func (b *Bot) OnMessage(h func(context.Context, *Message) error) {
+	b.mu.Lock()
+	b.messages = append(b.messages, h)
+	b.mu.Unlock()
+}
+
+// OnReaction adds a handler for reactions (m.reaction annotations).
+func (b *Bot) OnReaction(h func(context.Context, *Reaction) error) {
+	b.mu.Lock()
+	b.reactions = append(b.reactions, h)
+	b.mu.Unlock()
+}
+
+// OnJoin adds a handler for users (the bot included) joining a room the
+// bot is in.
+func (b *Bot) OnJoin(h func(ctx context.Context, roomID id.RoomID, userID id.UserID) error) {
+	b.mu.Lock()
+	b.joins = append(b.joins, h)
+	b.mu.Unlock()
+}
+
+// Run runs the bot until ctx ends.
+func (b *Bot) Run(ctx context.Context) error { return b.Appservice.Run(ctx) }
+
+func (b *Bot) ignored(sender id.UserID) bool {
+	return sender == b.UserID || b.Config.IsGhost(sender)
+}
+
+func (b *Bot) handle(ctx context.Context, evt *event.Event) {
+	log := b.Log.With().Stringer("room_id", evt.RoomID).Stringer("event_id", evt.ID).Logger()
+	ctx = log.WithContext(ctx)
+	var err error
+	switch evt.Type {
+	case event.StateMember:
+		err = b.handleMember(ctx, evt)
+	case event.EventMessage:
+		if b.ignored(evt.Sender) {
+			return
+		}
+		err = b.handleMessage(ctx, evt)
+	case event.EventReaction:
+		if b.ignored(evt.Sender) {
+			return
+		}
+		err = b.handleReaction(ctx, evt)
+	}
+	if err != nil {
+		log.Warn().Err(err).Str("event_type", evt.Type.Type).Msg("Handler failed")
+	}
+}
+
+func (b *Bot) handleMember(ctx context.Context, evt *event.Event) error {
+	content := evt.Content.AsMember()
+	target := id.UserID(evt.GetStateKey())
+	switch content.Membership {
+	case event.MembershipInvite:
+		if target != b.UserID {
+			return nil
+		}
+		if b.InvitePolicy == nil || !b.InvitePolicy(ctx, evt.RoomID, evt.Sender) {
+			zerolog.Ctx(ctx).Info().Stringer("inviter", evt.Sender).Msg("Rejecting invite")
+			_, err := b.Client.LeaveRoom(ctx, evt.RoomID, &mautrix.ReqLeave{Reason: "This bot does not accept invites from you"})
+			return err
+		}
+		_, err := b.Client.JoinRoomByID(ctx, evt.RoomID)
+		return err
+	case event.MembershipJoin:
+		if prev := evt.Unsigned.PrevContent; prev != nil {
+			_ = prev.ParseRaw(event.StateMember)
+			if prev.AsMember().Membership == event.MembershipJoin {
+				return nil // a profile change, not a join
+			}
+		}
+		b.mu.Lock()
+		joins := b.joins
+		b.mu.Unlock()
+		for _, h := range joins {
+			if err := h(ctx, evt.RoomID, target); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (b *Bot) handleMessage(ctx context.Context, evt *event.Event) error {
+	content := evt.Content.AsMessage()
+	if content.MsgType == event.MsgNotice || content.RelatesTo.GetReplaceID() != "" {
+		return nil // bots' output, and edits
+	}
+	m := &Message{Event: evt, Content: content, bot: b}
+	if content.MsgType == event.MsgText && strings.HasPrefix(content.Body, b.CommandPrefix) {
+		if handled, err := b.runCommand(ctx, m); handled {
+			return err
+		}
+	}
+	b.mu.Lock()
+	handlers := b.messages
+	b.mu.Unlock()
+	for _, h := range handlers {
+		if err := h(ctx, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *Bot) handleReaction(ctx context.Context, evt *event.Event) error {
+	content := evt.Content.AsReaction()
+	if content.RelatesTo.Type != event.RelAnnotation {
+		return nil
+	}
+	r := &Reaction{Event: evt, Key: content.RelatesTo.Key, Target: content.RelatesTo.EventID, bot: b}
+	b.mu.Lock()
+	handlers := b.reactions
+	b.mu.Unlock()
+	for _, h := range handlers {
+		if err := h(ctx, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Send sends markdown text to a room as an m.notice (bots speak in notices).
+func (b *Bot) Send(ctx context.Context, roomID id.RoomID, markdown string) (id.EventID, error) {
+	content := Notice(markdown)
+	resp, err := b.Client.SendMessageEvent(ctx, roomID, event.EventMessage, &content)
+	if err != nil {
+		return "", err
+	}
+	return resp.EventID, nil
+}
+
+// Edit replaces the text of one of the bot's messages.
+func (b *Bot) Edit(ctx context.Context, roomID id.RoomID, eventID id.EventID, markdown string) (id.EventID, error) {
+	content := Notice(markdown)
+	content.SetEdit(eventID)
+	resp, err := b.Client.SendMessageEvent(ctx, roomID, event.EventMessage, &content)
+	if err != nil {
+		return "", err
+	}
+	return resp.EventID, nil
+}
+
+// Notice renders markdown as m.notice content (formatted_body only when
+// the markdown formats something).
+func Notice(markdown string) event.MessageEventContent {
+	content := format.RenderMarkdown(markdown, true, false)
+	content.MsgType = event.MsgNotice
+	return content
+}
+
+// PowerLevel returns a user's power level in a room (from the state store,
+// else asked of the homeserver).
+func (b *Bot) PowerLevel(ctx context.Context, roomID id.RoomID, userID id.UserID) (int, error) {
+	pl, err := b.Bot().PowerLevels(ctx, roomID)
+	if err != nil {
+		return 0, fmt.Errorf("power levels of %s: %w", roomID, err)
+	}
+	return pl.GetUserLevel(userID), nil
+}
+
+// Message is a message the bot received.
+type Message struct {
+	Event   *event.Event
+	Content *event.MessageEventContent
+	bot     *Bot
+}
+
+// Body is the message's plain text.
+func (m *Message) Body() string { return m.Content.Body }
+
+// RoomID and Sender say where the message came from.
+func (m *Message) RoomID() id.RoomID { return m.Event.RoomID }
+func (m *Message) Sender() id.UserID { return m.Event.Sender }
+
+// Reply answers the message with a reply (markdown, as a notice); in a
+// thread the reply stays in the thread.
+func (m *Message) Reply(ctx context.Context, markdown string) (id.EventID, error) {
+	content := Notice(markdown)
+	content.SetReply(m.Event)
+	return m.send(ctx, &content)
+}
+
+// ReplyInThread answers in the message's thread (starting one on it when
+// it is not in a thread).
+func (m *Message) ReplyInThread(ctx context.Context, markdown string) (id.EventID, error) {
+	content := Notice(markdown)
+	content.SetThread(m.Event)
+	return m.send(ctx, &content)
+}
+
+// React adds a reaction to the message.
+func (m *Message) React(ctx context.Context, key string) (id.EventID, error) {
+	resp, err := m.bot.Client.SendReaction(ctx, m.Event.RoomID, m.Event.ID, key)
+	if err != nil {
+		return "", err
+	}
+	return resp.EventID, nil
+}
+
+func (m *Message) send(ctx context.Context, content *event.MessageEventContent) (id.EventID, error) {
+	resp, err := m.bot.Client.SendMessageEvent(ctx, m.Event.RoomID, event.EventMessage, content)
+	if err != nil {
+		return "", err
+	}
+	return resp.EventID, nil
+}
+
+// Reaction is a reaction the bot received.
+type Reaction struct {
+	Event  *event.Event
+	Key    string
+	Target id.EventID
+	bot    *Bot
+}
+
+// commandNames lists the registered commands in order (for help).
+func (b *Bot) commandNames() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	names := make([]string, 0, len(b.commands))
+	for n := range b.commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,92 @@
+package framework
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/rs/zerolog"
+	"gopkg.in/yaml.v3"
+)
+
+// LoadConfig reads a config file (strictly: unknown keys are errors) into
+// cfg — a *Config, or a bot's or bridge's own struct embedding one — and
+// sets the framework config's DataDir to the file's directory.
+func LoadConfig(path string, cfg any, fw *Config) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	abs, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	fw.DataDir = abs
+	return nil
+}
+
+// Main is the main function of a bot or bridge binary with a framework
+// config only:
+//
+//	NAME [-config NAME.yaml]                        run until SIGINT/SIGTERM
+//	NAME [-config NAME.yaml] generate-registration  write the registration file and exit
+//
+// run is called with the loaded config, a logger, and a context that ends
+// on SIGINT or SIGTERM.
+func Main(name string, run func(ctx context.Context, cfg *Config, log zerolog.Logger) error) {
+	fs := flag.NewFlagSet(name, flag.ExitOnError)
+	path := fs.String("config", name+".yaml", "config file")
+	_ = fs.Parse(os.Args[1:])
+	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).With().Timestamp().Str("app", name).Logger()
+	if lvl, err := zerolog.ParseLevel(os.Getenv("LOG_LEVEL")); err == nil && lvl != zerolog.NoLevel {
+		log = log.Level(lvl)
+	} else {
+		log = log.Level(zerolog.InfoLevel)
+	}
+	cfg := &Config{}
+	if err := LoadConfig(*path, cfg, cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(2)
+	}
+	switch fs.Arg(0) {
+	case "generate-registration":
+		if err := cfg.Validate(); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: config %s: %v\n", name, *path, err)
+			os.Exit(2)
+		}
+		_, written, err := cfg.EnsureRegistration()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+			os.Exit(1)
+		}
+		state := "is up to date"
+		if written {
+			state = "written"
+		}
+		fmt.Printf("Registration %s: %s\nLoad it into the homeserver, e.g. `switchboard appservice add %s`.\n",
+			state, cfg.path(cfg.Registration), cfg.path(cfg.Registration))
+		return
+	case "":
+	default:
+		fmt.Fprintf(os.Stderr, "%s: unknown command %q (commands: generate-registration)\n", name, fs.Arg(0))
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error().Err(err).Msg("Stopped with an error")
+		os.Exit(1)
+	}
+}
