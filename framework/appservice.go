@@ -94,14 +94,9 @@ func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Appservice, err
 		log.Warn().Str("path", cfg.path(cfg.Registration)).
 			Msg("Wrote the appservice registration: the homeserver must load it (e.g. `switchboard appservice add FILE`)")
 	}
-	db, err := dbopen.Open(ctx, dbopen.Options{URI: cfg.Database, DataDir: cfg.DataDir, Owner: cfg.ID, Log: log})
+	db, err := OpenDB(ctx, cfg.Database, cfg.DataDir, cfg.ID, log)
 	if err != nil {
 		return nil, err
-	}
-	db.UpgradeTable = upgradeTable
-	if err := db.Upgrade(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("database: upgrade schema: %w", err)
 	}
 	stateStore := sqlstatestore.NewSQLStateStore(db, dbutil.ZeroLogger(log.With().Str("component", "state_store").Logger()), false)
 	if err := stateStore.Upgrade(ctx); err != nil {
@@ -127,6 +122,22 @@ func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Appservice, err
 	}
 	a.inbox = newInbox(a)
 	return a, nil
+}
+
+// OpenDB opens a database ("sqlite:PATH", relative to dataDir, or
+// "postgres://…") with the framework's tables. owner names the component
+// (one database per appservice). New uses it; so do bots in sync mode.
+func OpenDB(ctx context.Context, uri, dataDir, owner string, log zerolog.Logger) (*dbutil.Database, error) {
+	db, err := dbopen.Open(ctx, dbopen.Options{URI: uri, DataDir: dataDir, Owner: owner, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	db.UpgradeTable = upgradeTable
+	if err := db.Upgrade(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("database: upgrade schema: %w", err)
+	}
+	return db, nil
 }
 
 // OnEvent adds a handler for every event (timeline, state, ephemeral and

@@ -24,7 +24,7 @@ func TestEchobot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kit.RegisterAppservice(b.Registration)
+	kit.RegisterAppservice(b.AS.Registration)
 	setup(b)
 	if err := b.Start(ctx); err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"sync"
 
 	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/format"
@@ -49,18 +50,25 @@ func AcceptFromServers(servers ...string) InvitePolicy {
 	}
 }
 
-// Bot is a bot running as an appservice's bot user.
+// Bot is a bot: an appservice's bot user (New), or a plain user syncing
+// (NewSync) where no appservice can be registered.
 type Bot struct {
-	*framework.Appservice
+	// AS is the appservice the bot runs in (nil in sync mode).
+	AS *framework.Appservice
 	// Client acts as the bot user.
 	Client *mautrix.Client
 	UserID id.UserID
 	Log    zerolog.Logger
+	// DB holds the bot's state (KV) and the framework's tables.
+	DB *dbutil.Database
 	// CommandPrefix starts a command ("!" by default: "!help").
 	CommandPrefix string
 	// InvitePolicy decides invites; the default accepts invites from users
 	// of the bot's own homeserver.
 	InvitePolicy InvitePolicy
+
+	start func(context.Context) error
+	stop  func()
 
 	mu        sync.Mutex
 	messages  []func(context.Context, *Message) error
@@ -75,19 +83,41 @@ func New(ctx context.Context, cfg *framework.Config, log zerolog.Logger) (*Bot, 
 	if err != nil {
 		return nil, err
 	}
-	b := &Bot{
-		Appservice:    as,
-		Client:        as.Bot().Client,
-		UserID:        as.Bot().UserID,
-		Log:           log,
-		CommandPrefix: "!",
-		InvitePolicy:  AcceptFromServers(cfg.ServerName),
-		commands:      map[string]*Command{},
-	}
-	b.Command(&Command{Name: "help", Usage: "[command]", Help: "List the commands, or explain one.", Run: b.help})
+	b := newBot(as.Bot().Client, as.DB, cfg.ServerName, log)
+	b.AS = as
+	b.start, b.stop = as.Start, as.Stop
 	as.OnEvent(b.handle)
 	return b, nil
 }
+
+func newBot(client *mautrix.Client, db *dbutil.Database, serverName string, log zerolog.Logger) *Bot {
+	b := &Bot{
+		Client:        client,
+		UserID:        client.UserID,
+		Log:           log,
+		DB:            db,
+		CommandPrefix: "!",
+		InvitePolicy:  AcceptFromServers(serverName),
+		commands:      map[string]*Command{},
+	}
+	b.Command(&Command{Name: "help", Usage: "[command]", Help: "List the commands, or explain one.", Run: b.help})
+	return b
+}
+
+// Start starts receiving events; Stop stops (events not handled yet are
+// handled after the next start).
+func (b *Bot) Start(ctx context.Context) error { return b.start(ctx) }
+func (b *Bot) Stop()                           { b.stop() }
+
+// RoomKV, UserKV and GlobalKV are the bot's persistent state per room, per
+// user and bot-wide.
+func (b *Bot) RoomKV(roomID id.RoomID) framework.KV {
+	return framework.NewKV(b.DB, "room:"+string(roomID))
+}
+func (b *Bot) UserKV(userID id.UserID) framework.KV {
+	return framework.NewKV(b.DB, "user:"+string(userID))
+}
+func (b *Bot) GlobalKV() framework.KV { return framework.NewKV(b.DB, "global") }
 
 // OnMessage adds a handler for messages (m.text, m.emote, m.notice is
 // skipped, media too) that are not commands.
@@ -113,10 +143,17 @@ func (b *Bot) OnJoin(h func(ctx context.Context, roomID id.RoomID, userID id.Use
 }
 
 // Run runs the bot until ctx ends.
-func (b *Bot) Run(ctx context.Context) error { return b.Appservice.Run(ctx) }
+func (b *Bot) Run(ctx context.Context) error {
+	if err := b.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	b.Stop()
+	return nil
+}
 
 func (b *Bot) ignored(sender id.UserID) bool {
-	return sender == b.UserID || b.Config.IsGhost(sender)
+	return sender == b.UserID || (b.AS != nil && b.AS.Config.IsGhost(sender))
 }
 
 func (b *Bot) handle(ctx context.Context, evt *event.Event) {
@@ -247,9 +284,26 @@ func Notice(markdown string) event.MessageEventContent {
 // PowerLevel returns a user's power level in a room (from the state store,
 // else asked of the homeserver).
 func (b *Bot) PowerLevel(ctx context.Context, roomID id.RoomID, userID id.UserID) (int, error) {
-	pl, err := b.Bot().PowerLevels(ctx, roomID)
-	if err != nil {
-		return 0, fmt.Errorf("power levels of %s: %w", roomID, err)
+	var pl *event.PowerLevelsEventContent
+	if store := b.Client.StateStore; store != nil {
+		if cached, err := store.GetPowerLevels(ctx, roomID); err == nil {
+			pl = cached
+		}
+	}
+	if pl == nil {
+		pl = &event.PowerLevelsEventContent{}
+		// StateEvent also stores what it fetched in the state store.
+		if err := b.Client.StateEvent(ctx, roomID, event.StatePowerLevels, "", pl); err != nil {
+			return 0, fmt.Errorf("power levels of %s: %w", roomID, err)
+		}
+	}
+	if pl.CreateEvent == nil {
+		// Room v12: the creators' power comes from the create event.
+		create, err := b.Client.FullStateEvent(ctx, roomID, event.StateCreate, "")
+		if err != nil {
+			return 0, fmt.Errorf("create event of %s: %w", roomID, err)
+		}
+		pl.CreateEvent = create
 	}
 	return pl.GetUserLevel(userID), nil
 }

@@ -66,6 +66,8 @@ func (b *Bot) runCommand(ctx context.Context, m *Message) (handled bool, err err
 		return false, nil
 	}
 	path := b.CommandPrefix + cmd.Name
+	// A subcommand needs at least the power its parents need.
+	minPower := cmd.MinPower
 	for len(cmd.Subcommands) > 0 {
 		subName, subRest := cutWord(rest)
 		var sub *Command
@@ -79,6 +81,7 @@ func (b *Bot) runCommand(ctx context.Context, m *Message) (handled bool, err err
 			return true, err
 		}
 		cmd, rest, path = sub, subRest, path+" "+sub.Name
+		minPower = max(minPower, cmd.MinPower)
 	}
 	args, err := splitArgs(rest)
 	if err != nil {
@@ -89,13 +92,13 @@ func (b *Bot) runCommand(ctx context.Context, m *Message) (handled bool, err err
 		_, err := m.Reply(ctx, fmt.Sprintf("Usage: `%s %s`", path, cmd.Usage))
 		return true, err
 	}
-	if cmd.MinPower > 0 {
+	if minPower > 0 {
 		level, err := b.PowerLevel(ctx, m.RoomID(), m.Sender())
 		if err != nil {
 			return true, err
 		}
-		if level < cmd.MinPower {
-			_, err := m.Reply(ctx, fmt.Sprintf("`%s` needs power level %d in this room; you have %d.", path, cmd.MinPower, level))
+		if level < minPower {
+			_, err := m.Reply(ctx, fmt.Sprintf("`%s` needs power level %d in this room; you have %d.", path, minPower, level))
 			return true, err
 		}
 	}
