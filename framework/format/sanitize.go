@@ -290,7 +290,9 @@ func (s *sanitizer) writeStartTag(name string, attrs []attribute) {
 
 // writeEscaped escapes text for an element's content or a double-quoted
 // attribute value. NUL is dropped: browsers drop it in body text, and it
-// has no business in a message.
+// has no business in a message. A carriage return (which can only come
+// from "&#13;", as HTML turns raw ones into line feeds) stays a reference,
+// or the next reader would turn it into a line feed.
 func writeEscaped(b *strings.Builder, t []byte, attr bool) {
 	for _, c := range t {
 		switch {
@@ -302,6 +304,8 @@ func writeEscaped(b *strings.Builder, t []byte, attr bool) {
 			b.WriteString("&gt;")
 		case c == '"' && attr:
 			b.WriteString("&quot;")
+		case c == '\r':
+			b.WriteString("&#13;")
 		case c == 0:
 		default:
 			b.WriteByte(c)

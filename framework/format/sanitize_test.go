@@ -107,6 +107,8 @@ var structureCases = []sanitizeCase{
 	{"uppercase tags and attributes", `<B>x</B><A HREF="HTTPS://EXAMPLE.COM">y</A>`, `<b>x</b><a href="HTTPS://EXAMPLE.COM">y</a>`},
 	{"text escaping", `He said "hi" & 'bye' > <`, `He said "hi" &amp; 'bye' &gt; &lt;`},
 	{"entities decoded and re-escaped", `&amp;lt; &copy; &nbsp;&#x1F600;`, "&amp;lt; \u00a9 \u00a0\U0001F600"},
+	{"raw carriage returns are line feeds", "a\r\nb\rc", "a\nb\nc"},
+	{"carriage return reference kept", `a&#13;b<img src="mxc://example.org/abc" alt="x&#xD;y">`, `a&#13;b<img src="mxc://example.org/abc" alt="x&#13;y">`},
 	{"empty", ``, ``},
 }
 
