@@ -12,7 +12,7 @@ DATA    ?= ./data
 # go test timeout per package; the whole suite must stay under 15 minutes.
 TEST_TIMEOUT ?= 10m
 
-.PHONY: all build run test test-deps bench lint clean
+.PHONY: all build run test test-deps test-interop bench lint clean
 
 all: build
 
@@ -29,6 +29,12 @@ test-deps:
 
 test: test-deps
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# Opt-in, not part of `make test`: the example bots, built as binaries, against
+# Dendrite (go install'ed from the module proxy into .cache/interop/ on the
+# first run, which takes minutes). INTEROP_LOGS=1 prints the peers' logs.
+test-interop:
+	$(GO) test -tags interop -count=1 -v -timeout 20m ./tests/interop/
 
 bench: build
 	$(GO) run ./cmd/switchboard-bench --binary $(BIN)

@@ -5,6 +5,8 @@ package main
 import (
 	"context"
 
+	_ "github.com/lib/pq"           // database: postgres://…
+	_ "github.com/mattn/go-sqlite3" // database: sqlite:…
 	"github.com/rs/zerolog"
 
 	"github.com/switchboard-im/switchboard/framework"

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	_ "github.com/lib/pq"           // database: postgres://…
+	_ "github.com/mattn/go-sqlite3" // database: sqlite:…
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/random"
 	"maunium.net/go/mautrix/event"
