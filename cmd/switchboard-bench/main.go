@@ -10,9 +10,12 @@
 // The messaging suite (messaging.go) runs on a fresh server after it; its
 // lines start with "bench messaging" (send throughput, /sync fan-out,
 // initial sync, sequential sends, memory). The appservice suite
-// (appservice.go) runs last, on a third server; its lines start with
+// (appservice.go) runs on a third server; its lines start with
 // "bench appservice" (transaction throughput and latency to one appservice,
-// backlog drain).
+// backlog drain). The framework suite (framework.go) runs after it; its
+// lines start with "bench framework" (a no-op bot on the appservice
+// framework: events handled per second live and from a backlog, memory per
+// ghost).
 //
 // It reports; it does not pass or fail on a figure. It exits non-zero only
 // when the server cannot be started or stopped cleanly, or when every
@@ -40,10 +43,11 @@ type options struct {
 	duration time.Duration
 	database string
 	keep     bool
-	// suite selects the benchmarks: all, accounts, messaging or appservice.
+	// suite selects the benchmarks: all, accounts, messaging, appservice or framework.
 	suite      string
 	messaging  messagingOptions
 	appservice appserviceOptions
+	framework  frameworkOptions
 	// serverPerf, when set, is where perf(1) records the server process's
 	// CPU profile during the load phases (hidden flag --perf-record: a
 	// diagnosis aid, see docs/performance.md).
@@ -63,12 +67,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each load phase")
 	fs.StringVar(&o.database, "database", "", "database URI for the server (default: SQLite in the temp data dir; postgres://… to bench PostgreSQL — use a throwaway database)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp data dir (config, database, server.log) after the run")
-	fs.StringVar(&o.suite, "suite", "all", "benchmarks to run: all, accounts (logins, whoami), messaging (sends, /sync) or appservice (transactions)")
+	fs.StringVar(&o.suite, "suite", "all", "benchmarks to run: all, accounts (logins, whoami), messaging (sends, /sync), appservice (transactions) or framework (bot on the appservice framework)")
 	addMessagingFlags(fs, &o.messaging)
 	addAppserviceFlags(fs, &o.appservice)
+	addFrameworkFlags(fs, &o.framework)
 	fs.StringVar(&o.serverPerf, "perf-record", "", "")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: switchboard-bench [--binary PATH] [--suite all|accounts|messaging|appservice] [--clients N] [--duration D] [--database URI] [--keep]")
+		fmt.Fprintln(stderr, "usage: switchboard-bench [--binary PATH] [--suite all|accounts|messaging|appservice|framework] [--clients N] [--duration D] [--database URI] [--keep]")
 		fs.VisitAll(func(f *flag.Flag) {
 			if f.Usage == "" { // hidden diagnosis flags
 				return
@@ -94,11 +99,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "switchboard-bench: --clients must be ≥ 1 and --duration > 0")
 		return 2
 	}
-	if o.suite != "all" && o.suite != "accounts" && o.suite != "messaging" && o.suite != "appservice" {
-		fmt.Fprintln(stderr, "switchboard-bench: --suite must be all, accounts, messaging or appservice")
+	if o.suite != "all" && o.suite != "accounts" && o.suite != "messaging" && o.suite != "appservice" && o.suite != "framework" {
+		fmt.Fprintln(stderr, "switchboard-bench: --suite must be all, accounts, messaging, appservice or framework")
 		return 2
 	}
-	if err := errors.Join(o.messaging.validate(), o.appservice.validate()); err != nil {
+	if err := errors.Join(o.messaging.validate(), o.appservice.validate(), o.framework.validate()); err != nil {
 		fmt.Fprintf(stderr, "switchboard-bench: %v\n", err)
 		return 2
 	}
@@ -167,7 +172,15 @@ func (b *bench) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return errors.New("interrupted")
 		}
-		return b.runAppservice(ctx)
+		if err := b.runAppservice(ctx); err != nil {
+			return err
+		}
+	}
+	if b.opts.suite == "all" || b.opts.suite == "framework" {
+		if ctx.Err() != nil {
+			return errors.New("interrupted")
+		}
+		return b.runFramework(ctx)
 	}
 	return nil
 }
