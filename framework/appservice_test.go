@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -238,5 +239,92 @@ func TestUnhandledEventsSurviveStop(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if got := append(first.list(), second.list()...); !slices.Equal(got, []string{"one", "slow", "three"}) {
 		t.Fatalf("handled %v, want one, slow, three once each", got)
+	}
+}
+
+// Ghosts are registered on demand with their profile; the profile is
+// written only when it changes, and only ghosts of the namespace qualify.
+func TestEnsureGhost(t *testing.T) {
+	kit := testkit.Start(t)
+	cfg := kit.FrameworkConfig("gh")
+	app := newApp(t, cfg, func(context.Context, *event.Event) {})
+	kit.RegisterAppservice(app.Registration)
+	ctx := context.Background()
+	viewer := kit.NewUser("viewer")
+	ghost := cfg.GhostID("Alice Smith")
+	if ghost != id.UserID("@gh__alice=20_smith:"+cfg.ServerName) {
+		t.Errorf("GhostID = %s", ghost)
+	}
+	avatar := id.MustParseContentURI("mxc://" + cfg.ServerName + "/avatar1")
+	profile := func() (string, id.ContentURIString) {
+		t.Helper()
+		p, err := viewer.GetProfile(ctx, ghost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.DisplayName, p.AvatarURL.CUString()
+	}
+	intent, err := app.EnsureGhost(ctx, ghost, "Alice", avatar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name, av := profile(); name != "Alice" || av != avatar.CUString() {
+		t.Fatalf("profile = %q %q", name, av)
+	}
+	if _, err := app.EnsureGhost(ctx, ghost, "Alice S.", avatar); err != nil {
+		t.Fatal(err)
+	}
+	if name, _ := profile(); name != "Alice S." {
+		t.Fatalf("renamed profile = %q", name)
+	}
+	// Changed behind the framework's back: the same profile again is not
+	// written, as nothing changed from what the framework last set.
+	if err := intent.SetDisplayName(ctx, "Someone else"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := app.EnsureGhost(ctx, ghost, "Alice S.", avatar); err != nil {
+		t.Fatal(err)
+	}
+	if name, _ := profile(); name != "Someone else" {
+		t.Fatalf("an unchanged profile was written again: %q", name)
+	}
+	if _, err := app.EnsureGhost(ctx, "@viewer:"+id.UserID(cfg.ServerName), "x", id.ContentURI{}); err == nil {
+		t.Error("EnsureGhost accepted a user outside the ghost namespace")
+	}
+}
+
+// Config errors name the key.
+func TestConfigValidate(t *testing.T) {
+	good := func() *framework.Config {
+		return &framework.Config{HomeserverURL: "http://127.0.0.1:8008", ServerName: "example.org", ID: "bot",
+			Listen: "127.0.0.1:29300", Registration: "reg.yaml", BotLocalpart: "bot", GhostPrefix: "bot_",
+			Database: "sqlite:bot.db"}
+	}
+	c := good()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("good config: %v", err)
+	}
+	if c.URL != "http://127.0.0.1:29300" || c.Workers != 16 {
+		t.Errorf("defaults: url %q, workers %d", c.URL, c.Workers)
+	}
+	for _, tc := range []struct {
+		key    string
+		mutate func(*framework.Config)
+	}{
+		{"homeserver_url", func(c *framework.Config) { c.HomeserverURL = "ftp://x" }},
+		{"server_name", func(c *framework.Config) { c.ServerName = "a/b" }},
+		{"id", func(c *framework.Config) { c.ID = "" }},
+		{"listen", func(c *framework.Config) { c.Listen = "nowhere" }},
+		{"bot_localpart", func(c *framework.Config) { c.BotLocalpart = "Bot!" }},
+		{"bot_localpart", func(c *framework.Config) { c.BotLocalpart = "bot_x" }},
+		{"bot_avatar", func(c *framework.Config) { c.BotAvatar = "https://x/y.png" }},
+		{"database", func(c *framework.Config) { c.Database = "mysql://x" }},
+		{"workers", func(c *framework.Config) { c.Workers = -1 }},
+	} {
+		c := good()
+		tc.mutate(c)
+		if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), tc.key+":") {
+			t.Errorf("%s: error %v, want one naming the key", tc.key, err)
+		}
 	}
 }

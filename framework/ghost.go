@@ -14,7 +14,8 @@ import (
 // registered (once: mautrix's state store remembers it) and with the given
 // display name and avatar (empty: left unset). The profile is written to
 // the homeserver only when it differs from what was last set, so calling
-// this for every remote message costs one indexed read.
+// this for every remote message costs two indexed reads (registration and
+// profile).
 func (a *Appservice) EnsureGhost(ctx context.Context, userID id.UserID, displayName string, avatar id.ContentURI) (*appservice.IntentAPI, error) {
 	if !a.Config.IsGhost(userID) {
 		return nil, fmt.Errorf("%s is not in this appservice's ghost namespace", userID)
@@ -42,13 +43,18 @@ func (a *Appservice) setProfile(ctx context.Context, intent *appservice.IntentAP
 	if !avatar.IsEmpty() {
 		newAvatar = avatar.String()
 	}
-	if displayName != "" && displayName != oldName {
+	nameChanged := displayName != "" && displayName != oldName
+	avatarChanged := newAvatar != "" && newAvatar != oldAvatar
+	if !nameChanged && !avatarChanged {
+		return nil // the usual case: nothing to write anywhere
+	}
+	if nameChanged {
 		if err := intent.SetDisplayName(ctx, displayName); err != nil {
 			return fmt.Errorf("set display name of %s: %w", intent.UserID, err)
 		}
 		oldName = displayName
 	}
-	if newAvatar != "" && newAvatar != oldAvatar {
+	if avatarChanged {
 		if err := intent.SetAvatarURL(ctx, avatar); err != nil {
 			return fmt.Errorf("set avatar of %s: %w", intent.UserID, err)
 		}

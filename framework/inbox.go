@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/tidwall/gjson"
+	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -62,6 +63,13 @@ type inboxEntry struct {
 	kind   int
 	raw    []byte
 }
+
+func (e *inboxEntry) GetMassInsertValues() [4]any {
+	return [4]any{e.seq, string(e.roomID), e.kind, string(e.raw)}
+}
+
+var insertInbox = dbutil.NewMassInsertBuilder[*inboxEntry, [0]any](
+	`INSERT INTO framework_inbox (seq, room_id, kind, event) VALUES ($1, $2, $3, $4)`, "($%d, $%d, $%d, $%d)")
 
 type inbox struct {
 	a *Appservice
@@ -121,8 +129,8 @@ func (t *rawTxn) entries() []*inboxEntry {
 // and the flusher; the leftovers are queued before any new transaction.
 func (ib *inbox) start(ctx context.Context) error {
 	db := ib.a.DB
-	if _, err := db.Exec(ctx, `DELETE FROM framework_txns WHERE received_at < $1`, time.Now().Add(-txnRetained).UnixMilli()); err != nil {
-		return fmt.Errorf("prune transactions: %w", err)
+	if err := ib.pruneTxns(ctx); err != nil {
+		return err
 	}
 	rows, err := db.Query(ctx, `SELECT seq, room_id, kind, event FROM framework_inbox ORDER BY seq`)
 	if err != nil {
@@ -258,12 +266,21 @@ func (ib *inbox) flusher() {
 		case <-tick.C:
 			flush()
 		case <-prune.C:
-			if _, err := ib.a.DB.Exec(context.Background(), `DELETE FROM framework_txns WHERE received_at < $1`,
-				time.Now().Add(-txnRetained).UnixMilli()); err != nil {
+			if err := ib.pruneTxns(context.Background()); err != nil {
 				ib.a.Log.Warn().Err(err).Msg("Failed to prune old transaction IDs")
 			}
 		}
 	}
+}
+
+// pruneTxns forgets transaction IDs older than txnRetained: the homeserver
+// resends a transaction only until it gets an answer.
+func (ib *inbox) pruneTxns(ctx context.Context) error {
+	_, err := ib.a.DB.Exec(ctx, `DELETE FROM framework_txns WHERE received_at < $1`, time.Now().Add(-txnRetained).UnixMilli())
+	if err != nil {
+		return fmt.Errorf("prune transactions: %w", err)
+	}
+	return nil
 }
 
 func (ib *inbox) deleteHandled(seqs []int64) error {
@@ -320,22 +337,13 @@ func (ib *inbox) accept(ctx context.Context, txnID string, entries []*inboxEntry
 			return nil
 		}
 		fresh = true
+		for i, e := range entries {
+			e.seq = ib.nextSeq + int64(i)
+		}
 		const perInsert = 200
 		for start := 0; start < len(entries); start += perInsert {
-			chunk := entries[start:min(start+perInsert, len(entries))]
-			var sb strings.Builder
-			sb.WriteString(`INSERT INTO framework_inbox (seq, room_id, kind, event) VALUES `)
-			args := make([]any, 0, 4*len(chunk))
-			for i, e := range chunk {
-				e.seq = ib.nextSeq + int64(start+i)
-				if i > 0 {
-					sb.WriteByte(',')
-				}
-				n := len(args)
-				fmt.Fprintf(&sb, "($%d,$%d,$%d,$%d)", n+1, n+2, n+3, n+4)
-				args = append(args, e.seq, string(e.roomID), e.kind, string(e.raw))
-			}
-			if _, err := db.Exec(ctx, sb.String(), args...); err != nil {
+			query, args := insertInbox.Build([0]any{}, entries[start:min(start+perInsert, len(entries))])
+			if _, err := db.Exec(ctx, query, args...); err != nil {
 				return err
 			}
 		}

@@ -422,7 +422,7 @@ func (b *bench) runAppservice(ctx context.Context) (err error) {
 	lo := recv.nextID.Load()
 	start := time.Now()
 	sendEnd := start.Add(b.opts.duration)
-	send := b.asSendPhase(ctx, senders, roomID, recv, func() bool { return time.Now().Before(sendEnd) })
+	send := b.asSendPhase(ctx, senders, oneRoom(roomID), recv, func() bool { return time.Now().Before(sendEnd) })
 	hi := recv.nextID.Load()
 	allArrived := recv.waitFor(ctx, lo, hi, time.Now().Add(deliveryTimeout))
 	cpu := m.stop()
@@ -555,9 +555,10 @@ func waitUntil(ctx context.Context, r *asReceiver, timeout time.Duration, cond f
 	}
 }
 
-// asSendPhase: every sender sends messages back to back while more()
-// holds; each message carries its ID (and the send start in its body).
-func (b *bench) asSendPhase(ctx context.Context, senders []*messagingClient, roomID id.RoomID, r *asReceiver, more func() bool) *phaseResult {
+// asSendPhase: every sender sends messages back to back into its room
+// (roomFor(sender index)) while more() holds; each message carries its ID
+// (and the send start in its body).
+func (b *bench) asSendPhase(ctx context.Context, senders []*messagingClient, roomFor func(int) id.RoomID, r *asReceiver, more func() bool) *phaseResult {
 	workers := make([]worker, len(senders))
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -566,6 +567,7 @@ func (b *bench) asSendPhase(ctx context.Context, senders []*messagingClient, roo
 		go func() {
 			defer wg.Done()
 			w := &workers[i]
+			roomID := roomFor(i)
 			for ctx.Err() == nil && more() {
 				msgID := r.nextID.Add(1) - 1
 				t := time.Now()
@@ -582,17 +584,11 @@ func (b *bench) asSendPhase(ctx context.Context, senders []*messagingClient, roo
 		}()
 	}
 	wg.Wait()
-	res := &phaseResult{elapsed: time.Since(start), errorMsgs: map[string]int{}}
-	for _, w := range workers {
-		res.latencies = append(res.latencies, w.latencies...)
-		res.errors += w.errors
-		for m, n := range w.errorMsgs {
-			res.errorMsgs[m] += n
-		}
-	}
-	slices.Sort(res.latencies)
-	return res
+	return mergeWorkers(workers, time.Since(start))
 }
+
+// oneRoom sends every sender to the same room.
+func oneRoom(roomID id.RoomID) func(int) id.RoomID { return func(int) id.RoomID { return roomID } }
 
 // backlogResult is the backlog phase's outcome.
 type backlogResult struct {
@@ -624,7 +620,7 @@ func (b *bench) asBacklogPhase(ctx context.Context, senders []*messagingClient, 
 	lo := r.nextID.Load()
 	var claimed atomic.Int64
 	fillStart := time.Now()
-	send := b.asSendPhase(ctx, senders, roomID, r, func() bool { return claimed.Add(1) <= int64(n) })
+	send := b.asSendPhase(ctx, senders, oneRoom(roomID), r, func() bool { return claimed.Add(1) <= int64(n) })
 	res.fill = time.Since(fillStart)
 	hi := r.nextID.Load()
 	send.printErrors(b.errOut, "appservice backlog send")

@@ -9,10 +9,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -276,7 +274,7 @@ func (b *bench) runFramework(ctx context.Context) (err error) {
 	lo := recv.nextID.Load()
 	start := time.Now()
 	sendEnd := start.Add(b.opts.duration)
-	send := b.fwSendPhase(ctx, senders, roomFor, recv, func() bool { return time.Now().Before(sendEnd) })
+	send := b.asSendPhase(ctx, senders, roomFor, recv, func() bool { return time.Now().Before(sendEnd) })
 	hi := recv.nextID.Load()
 	allArrived := recv.waitFor(ctx, lo, hi, time.Now().Add(deliveryTimeout))
 	cpu := m.stop()
@@ -347,7 +345,7 @@ func (b *bench) fwBacklogPhase(ctx context.Context, fb *frameworkBot, senders []
 	lo := r.nextID.Load()
 	var claimed atomic.Int64
 	fillStart := time.Now()
-	send := b.fwSendPhase(ctx, senders, roomFor, r, func() bool { return claimed.Add(1) <= int64(n) })
+	send := b.asSendPhase(ctx, senders, roomFor, r, func() bool { return claimed.Add(1) <= int64(n) })
 	fill := time.Since(fillStart)
 	hi := r.nextID.Load()
 	send.printErrors(b.errOut, "framework backlog send")
@@ -443,46 +441,6 @@ func settledHeap() (heap uint64, rssKiB int64) {
 	runtime.ReadMemStats(&ms)
 	st, _ := readProcStatus(os.Getpid())
 	return ms.HeapAlloc, st.rssKiB
-}
-
-// fwSendPhase: every sender sends messages back to back into its room
-// while more() holds; each message carries its ID (see asSendPhase).
-func (b *bench) fwSendPhase(ctx context.Context, senders []*messagingClient, roomFor func(int) id.RoomID, r *asReceiver, more func() bool) *phaseResult {
-	workers := make([]worker, len(senders))
-	start := time.Now()
-	var wg sync.WaitGroup
-	for i, cli := range senders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w := &workers[i]
-			roomID := roomFor(i)
-			for ctx.Err() == nil && more() {
-				msgID := r.nextID.Add(1) - 1
-				t := time.Now()
-				r.sending(msgID, t)
-				content := map[string]any{
-					"msgtype": "m.text",
-					"body":    "framework bench " + strconv.FormatInt(msgID, 10),
-					asMsgKey:  msgID,
-				}
-				_, err := cli.SendMessageEvent(ctx, roomID, event.EventMessage, content)
-				r.sent(msgID, err)
-				w.record(t, err)
-			}
-		}()
-	}
-	wg.Wait()
-	res := &phaseResult{elapsed: time.Since(start), errorMsgs: map[string]int{}}
-	for _, w := range workers {
-		res.latencies = append(res.latencies, w.latencies...)
-		res.errors += w.errors
-		for m, n := range w.errorMsgs {
-			res.errorMsgs[m] += n
-		}
-	}
-	slices.Sort(res.latencies)
-	return res
 }
 
 // fwProfile writes the bench process's CPU profile for one phase into

@@ -95,7 +95,12 @@ func (b *bench) runPhase(ctx context.Context, clients []*mautrix.Client, fn func
 		}()
 	}
 	wg.Wait()
-	res := &phaseResult{elapsed: time.Since(start), errorMsgs: map[string]int{}}
+	return mergeWorkers(workers, time.Since(start))
+}
+
+// mergeWorkers gathers the clients' shares of a phase that took elapsed.
+func mergeWorkers(workers []worker, elapsed time.Duration) *phaseResult {
+	res := &phaseResult{elapsed: elapsed, errorMsgs: map[string]int{}}
 	for _, w := range workers {
 		res.latencies = append(res.latencies, w.latencies...)
 		res.errors += w.errors

@@ -36,15 +36,25 @@ func cmdAppservice(args []string, stdout io.Writer) error {
 	return usagef("unknown subcommand %q (list, add, remove)", args[0])
 }
 
-// loadAppservices loads the data dir's registrations exactly as the server
-// does at start (including the check against existing users), plus extra
-// (a file being added), and returns them with the config.
-func loadAppservices(ctx context.Context, dataDir string, extra ...appservice.File) (*config.Config, *appservice.Registry, error) {
+// registrationFiles loads the config and lists the registration files the
+// server reads (DATA/appservices/ and appservice_registrations).
+func registrationFiles(dataDir string) (*config.Config, []appservice.File, error) {
 	cfg, err := config.Load(dataDir)
 	if err != nil {
 		return nil, nil, err
 	}
 	files, err := appservice.Files(cfg.DataDir, cfg.AppserviceRegistrations)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, files, nil
+}
+
+// loadAppservices loads the data dir's registrations exactly as the server
+// does at start (including the check against existing users), plus extra
+// (a file being added), and returns them with the config.
+func loadAppservices(ctx context.Context, dataDir string, extra ...appservice.File) (*config.Config, *appservice.Registry, error) {
+	cfg, files, err := registrationFiles(dataDir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -205,11 +215,7 @@ func appserviceAdd(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Load(*data)
-	if err != nil {
-		return err
-	}
-	files, err := appservice.Files(cfg.DataDir, cfg.AppserviceRegistrations)
+	cfg, files, err := registrationFiles(*data)
 	if err != nil {
 		return err
 	}
@@ -306,11 +312,7 @@ func appserviceRemove(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Load(*data)
-	if err != nil {
-		return err
-	}
-	files, err := appservice.Files(cfg.DataDir, cfg.AppserviceRegistrations)
+	_, files, err := registrationFiles(*data)
 	if err != nil {
 		return err
 	}

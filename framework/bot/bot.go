@@ -363,8 +363,8 @@ type Reaction struct {
 	bot    *Bot
 }
 
-// commandNames lists the registered commands in order (for help).
-func (b *Bot) commandNames() []string {
+// sortedCommands lists the registered commands by name (for help).
+func (b *Bot) sortedCommands() []*Command {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	names := make([]string, 0, len(b.commands))
@@ -372,5 +372,9 @@ func (b *Bot) commandNames() []string {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	return names
+	out := make([]*Command, len(names))
+	for i, n := range names {
+		out[i] = b.commands[n]
+	}
+	return out
 }

@@ -36,6 +36,20 @@ func addCommands(b *bot.Bot, reactions chan<- string) {
 			_, err := c.Reply(ctx, "pong")
 			return err
 		}}}})
+	b.Command(&bot.Command{Name: "thread", Help: "Answer in a thread.",
+		Run: func(ctx context.Context, c *bot.CommandContext) error {
+			_, err := c.ReplyInThread(ctx, "in the thread")
+			return err
+		}})
+	b.Command(&bot.Command{Name: "count", Help: "Say 1, then edit it to 2.",
+		Run: func(ctx context.Context, c *bot.CommandContext) error {
+			first, err := b.Send(ctx, c.RoomID(), "1")
+			if err != nil {
+				return err
+			}
+			_, err = b.Edit(ctx, c.RoomID(), first, "2")
+			return err
+		}})
 	b.OnReaction(func(_ context.Context, r *bot.Reaction) error {
 		reactions <- r.Key
 		return nil
@@ -85,6 +99,33 @@ func commandsWork(t *testing.T, kit *testkit.Kit, b *bot.Bot, reactions <-chan s
 		if got := ask(t, c.who, room.RoomID, b.UserID, c.say); got != c.want {
 			t.Errorf("%s says %q: bot answered %q, want %q", c.who.UserID, c.say, got, c.want)
 		}
+	}
+	fromBot := func(match func(*event.MessageEventContent) bool) func(*event.Event) bool {
+		return func(e *event.Event) bool {
+			return e.Sender == b.UserID && e.Type == event.EventMessage && match(e.Content.AsMessage())
+		}
+	}
+	asked, err := alice.SendText(ctx, room.RoomID, "!thread")
+	if err != nil {
+		t.Fatal(err)
+	}
+	threaded := testkit.WaitForEvent(t, alice, room.RoomID, fromBot(func(c *event.MessageEventContent) bool {
+		return c.Body == "in the thread"
+	}), 10*time.Second).Content.AsMessage()
+	if threaded.RelatesTo.GetThreadParent() != asked.EventID {
+		t.Errorf("thread answer relates to %+v, want the thread of %s", threaded.RelatesTo, asked.EventID)
+	}
+	if _, err := alice.SendText(ctx, room.RoomID, "!count"); err != nil {
+		t.Fatal(err)
+	}
+	edit := testkit.WaitForEvent(t, alice, room.RoomID, fromBot(func(c *event.MessageEventContent) bool {
+		return c.RelatesTo.GetReplaceID() != ""
+	}), 10*time.Second).Content.AsMessage()
+	original := testkit.WaitForEvent(t, alice, room.RoomID, fromBot(func(c *event.MessageEventContent) bool {
+		return c.Body == "1" && c.RelatesTo == nil
+	}), 10*time.Second)
+	if edit.NewContent == nil || edit.NewContent.Body != "2" || edit.RelatesTo.GetReplaceID() != original.ID {
+		t.Errorf("edit = %+v replacing %s, want new content 2 replacing %s", edit.NewContent, edit.RelatesTo.GetReplaceID(), original.ID)
 	}
 	help := ask(t, alice, room.RoomID, b.UserID, "!help")
 	for _, want := range []string{"`!say <words>`", "`!admin`", "`!help [command]`"} {

@@ -135,10 +135,7 @@ func (b *Bot) help(ctx context.Context, c *CommandContext) error {
 	}
 	var sb strings.Builder
 	sb.WriteString("Commands:\n\n")
-	for _, name := range b.commandNames() {
-		b.mu.Lock()
-		cmd := b.commands[name]
-		b.mu.Unlock()
+	for _, cmd := range b.sortedCommands() {
 		fmt.Fprintf(&sb, "- `%s` — %s\n", strings.TrimSpace(b.CommandPrefix+cmd.Name+" "+cmd.Usage), cmd.Help)
 	}
 	_, err := c.Reply(ctx, sb.String())

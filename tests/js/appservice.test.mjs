@@ -11,16 +11,18 @@
 
 import assert from "node:assert/strict";
 import Module, { createRequire } from "node:module";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe } from "node:test";
 
 import { EventType, Preset, RoomEvent } from "matrix-js-sdk";
 
 import {
   hsUrl,
+  liveMessageFrom,
   login,
   requireEnv,
   serverName,
   startSyncing,
+  stepper,
   testUser,
   untilSynced,
   waitForEvent,
@@ -149,35 +151,7 @@ appservice.on("room.message", (roomId, event) => {
     .catch(recordError(`reply in ${roomId}`));
 });
 
-// liveMessageFrom matches the arguments of a Room.timeline event: a live
-// m.room.message from sender in roomId.
-function liveMessageFrom(sender, roomId) {
-  return (event, room, toStartOfTimeline, removed, data) =>
-    room?.roomId === roomId &&
-    !toStartOfTimeline &&
-    !removed &&
-    data?.liveEvent !== false &&
-    event.getType() === EventType.RoomMessage &&
-    event.getSender() === sender;
-}
-
-// step is a test that is one step of the story: once a step fails, the
-// later ones are skipped instead of failing for the same reason.
-let broken = false;
-function step(name, fn) {
-  test(name, async (t) => {
-    if (broken) {
-      t.skip("an earlier step failed");
-      return;
-    }
-    try {
-      await fn(t);
-    } catch (err) {
-      broken = true;
-      throw err;
-    }
-  });
-}
+const step = stepper();
 
 describe("a matrix-bot-sdk appservice", () => {
   let a;

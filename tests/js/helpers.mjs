@@ -11,8 +11,11 @@
 // answers turns into a failed assertion that says what was awaited, never a
 // hung test.
 
+import { test } from "node:test";
+
 import {
   ClientEvent,
+  EventType,
   MatrixError,
   SyncState,
   createClient,
@@ -194,4 +197,38 @@ export async function startSyncing(client, { initialSyncLimit = 5, timeoutMs = 1
 export async function untilSynced(client, holds, ms, what) {
   if (holds()) return;
   await waitForEvent(client, ClientEvent.Sync, () => holds(), ms, what);
+}
+
+// liveMessageFrom matches the arguments of a Room.timeline event: a live
+// m.room.message from sender in roomId (not back-pagination, not a local
+// echo of one's own message).
+export function liveMessageFrom(sender, roomId) {
+  return (event, room, toStartOfTimeline, removed, data) =>
+    room?.roomId === roomId &&
+    !toStartOfTimeline &&
+    !removed &&
+    data?.liveEvent !== false &&
+    event.getType() === EventType.RoomMessage &&
+    event.getSender() === sender;
+}
+
+// stepper returns step(name, fn): a test that is one step of a story. Once
+// a step fails the later ones are skipped instead of failing for the same
+// reason.
+export function stepper() {
+  let broken = false;
+  return function step(name, fn) {
+    test(name, async (t) => {
+      if (broken) {
+        t.skip("an earlier step failed");
+        return;
+      }
+      try {
+        await fn(t);
+      } catch (err) {
+        broken = true;
+        throw err;
+      }
+    });
+  };
 }

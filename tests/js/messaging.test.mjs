@@ -5,11 +5,11 @@
 // Run through `go test ./homeserver/jstest/ -run TestMessaging`.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe } from "node:test";
 
 import { EventType, MsgType, Preset, RoomEvent, RoomMemberEvent } from "matrix-js-sdk";
 
-import { login, startSyncing, testUser, untilSynced, waitForEvent } from "./helpers.mjs";
+import { liveMessageFrom, login, startSyncing, stepper, testUser, untilSynced, waitForEvent } from "./helpers.mjs";
 
 const alice = testUser("alice");
 const bob = testUser("bob");
@@ -18,36 +18,7 @@ const bob = testUser("bob");
 // wakes long-polls as soon as an event is written, so this is generous.
 const STEP_MS = 10_000;
 
-// liveMessageFrom matches the arguments of a Room.timeline event: a live
-// m.room.message from sender in roomId (not back-pagination, not a local
-// echo of one's own message).
-function liveMessageFrom(sender, roomId) {
-  return (event, room, toStartOfTimeline, removed, data) =>
-    room?.roomId === roomId &&
-    !toStartOfTimeline &&
-    !removed &&
-    data?.liveEvent !== false &&
-    event.getType() === EventType.RoomMessage &&
-    event.getSender() === sender;
-}
-
-// step is a test that is one step of the conversation: once a step fails,
-// the later ones are skipped instead of failing for the same reason.
-let broken = false;
-function step(name, fn) {
-  test(name, async (t) => {
-    if (broken) {
-      t.skip("an earlier step failed");
-      return;
-    }
-    try {
-      await fn(t);
-    } catch (err) {
-      broken = true;
-      throw err;
-    }
-  });
-}
+const step = stepper();
 
 describe("messaging through the sync loop", () => {
   let a;
