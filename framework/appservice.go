@@ -70,6 +70,9 @@ type Appservice struct {
 
 	handlers []EventHandler
 	inbox    *inbox
+	// beforeClose run in Stop once no handler runs any more, before the
+	// database closes (a bridge stops its network there).
+	beforeClose []func()
 
 	mu       sync.Mutex
 	server   *http.Server
@@ -149,6 +152,16 @@ func (a *Appservice) OnEvent(h EventHandler) {
 		panic("framework: OnEvent after Start")
 	}
 	a.handlers = append(a.handlers, h)
+}
+
+// BeforeClose adds a function Stop runs after the last event was handled
+// and before the database closes: a bridge disconnects its remote side
+// there, so that events still being handled can be delivered and remote
+// events arriving meanwhile can still be written down.
+func (a *Appservice) BeforeClose(f func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.beforeClose = append(a.beforeClose, f)
 }
 
 // Bot is the bot user's intent.
@@ -283,6 +296,9 @@ func (a *Appservice) Stop() {
 		a.stopBg()
 		a.bgDone.Wait()
 		a.inbox.stop()
+	}
+	for _, f := range a.beforeClose {
+		f()
 	}
 	if err := a.DB.Close(); err != nil {
 		a.Log.Warn().Err(err).Msg("Failed to close the database")

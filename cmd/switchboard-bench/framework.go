@@ -36,7 +36,8 @@ import (
 //
 //	bench framework db=sqlite handled_events_per_sec=… latency_p50_ms=… latency_p99_ms=… senders=32 rooms=16 … errors=0 …
 //	bench framework db=sqlite backlog_events=20000 drain_s=… drain_events_per_sec=… … errors=0 …
-//	bench framework db=sqlite ghosts=10000 portals=0 ghosts_s=… ghosts_per_sec=… heap_mb_per_10k_ghosts=… …
+//	bench framework db=sqlite ghosts=10000 ghosts_s=… ghosts_per_sec=… heap_mb_per_10k_ghosts=… …
+//	bench framework db=sqlite portals=10000 portals_load_s=… heap_mb_per_10k_portals=… heap_mb_per_10k_ghosts_and_10k_portals=… …
 //
 // Live: the senders send back to back for --duration; latency runs from the
 // start of a sender's PUT /send to the handler being called with the event
@@ -48,13 +49,14 @@ import (
 // homeserver's transaction throughput (the appservice suite's drain figure
 // is that alone). Ghosts: EnsureGhost for --fw-ghosts ghosts (registration
 // and display name, i.e. HTTP requests to the server); the memory figure is
-// the bench process's Go heap after GC, before and after — portals do not
-// exist yet, so the "10,000 ghosts + 10,000 portals" is ghosts only.
+// the bench process's Go heap after GC, before and after. Portals: see
+// fwPortalPhase; the last figure adds the two.
 
 type frameworkOptions struct {
 	rooms   int
 	backlog int
 	ghosts  int
+	portals int
 	// cpuProfile, when set, is where the bench process's CPU profile (bot
 	// and senders) is written for the live and backlog phases, as
 	// FILE.live and FILE.backlog (hidden flag: a diagnosis aid).
@@ -65,12 +67,13 @@ func addFrameworkFlags(fs *flag.FlagSet, o *frameworkOptions) {
 	fs.IntVar(&o.rooms, "fw-rooms", 16, "framework: rooms the senders are spread over (the bot is in all of them)")
 	fs.IntVar(&o.backlog, "fw-backlog", 20000, "framework: messages sent while the bot is stopped, then handled after it starts")
 	fs.IntVar(&o.ghosts, "fw-ghosts", 10000, "framework: ghosts registered with EnsureGhost for the memory figure")
+	fs.IntVar(&o.portals, "fw-portals", 10000, "framework: bridge portals loaded for the memory figure")
 	fs.StringVar(&o.cpuProfile, "fw-cpuprofile", "", "")
 }
 
 func (o frameworkOptions) validate() error {
-	if o.rooms < 1 || o.backlog < 1 || o.ghosts < 1 {
-		return errors.New("--fw-rooms, --fw-backlog and --fw-ghosts must be ≥ 1")
+	if o.rooms < 1 || o.backlog < 1 || o.ghosts < 1 || o.portals < 1 {
+		return errors.New("--fw-rooms, --fw-backlog, --fw-ghosts and --fw-portals must be ≥ 1")
 	}
 	return nil
 }
@@ -307,7 +310,11 @@ func (b *bench) runFramework(ctx context.Context) (err error) {
 		problems = append(problems, b.fwBacklogPhase(ctx, fb, senders, roomFor, fo.backlog)...)
 	}
 	if ctx.Err() == nil && fb.app != nil {
-		problems = append(problems, b.fwGhostPhase(ctx, fb, fo.ghosts)...)
+		ghostMB, ghostProblems := b.fwGhostPhase(ctx, fb, fo.ghosts)
+		problems = append(problems, ghostProblems...)
+		if ctx.Err() == nil {
+			problems = append(problems, b.fwPortalPhase(ctx, fb, fo.portals, ghostMB)...)
+		}
 	}
 
 	after, err := readProcStatus(b.srv.pid())
@@ -396,7 +403,7 @@ func (b *bench) fwBacklogPhase(ctx context.Context, fb *frameworkBot, senders []
 
 // fwGhostPhase registers n ghosts with EnsureGhost and measures the Go heap
 // they hold in the bench process.
-func (b *bench) fwGhostPhase(ctx context.Context, fb *frameworkBot, n int) (problems []string) {
+func (b *bench) fwGhostPhase(ctx context.Context, fb *frameworkBot, n int) (heapMBPer10k float64, problems []string) {
 	heapBefore, rssBefore := settledHeap()
 	start := time.Now()
 	var failed atomic.Int64
@@ -419,17 +426,18 @@ func (b *bench) fwGhostPhase(ctx context.Context, fb *frameworkBot, n int) (prob
 		}
 		return float64(bytes) / (1 << 20) / float64(ok) * 10000
 	}
-	b.reportFramework("ghosts=%d portals=0 ghosts_s=%.2f ghosts_per_sec=%.1f heap_mb_per_10k_ghosts=%.2f bench_rss_mb_per_10k_ghosts=%.2f heap_before_mb=%.1f heap_after_mb=%.1f errors=%d load_1m=%s",
-		ok, took.Seconds(), float64(ok)/took.Seconds(), per10k(int64(heapAfter)-int64(heapBefore)), per10k((rssAfter-rssBefore)*1024),
+	heapMBPer10k = per10k(int64(heapAfter) - int64(heapBefore))
+	b.reportFramework("ghosts=%d ghosts_s=%.2f ghosts_per_sec=%.1f heap_mb_per_10k_ghosts=%.2f bench_rss_mb_per_10k_ghosts=%.2f heap_before_mb=%.1f heap_after_mb=%.1f errors=%d load_1m=%s",
+		ok, took.Seconds(), float64(ok)/took.Seconds(), heapMBPer10k, per10k((rssAfter-rssBefore)*1024),
 		float64(heapBefore)/(1<<20), float64(heapAfter)/(1<<20), failed.Load(), loadAvg())
-	fmt.Fprintf(b.errOut, "switchboard-bench: framework ghosts: memory is the bench process's Go heap after GC (SQLite's cgo memory is not in it; the RSS figure includes it); portals do not exist yet, so the figure is ghosts only\n")
+	fmt.Fprintf(b.errOut, "switchboard-bench: framework ghosts and portals: memory is the bench process's Go heap after GC (SQLite's cgo memory is not in it; the ghosts' RSS figure includes it)\n")
 	if e := firstErr.Load(); e != nil {
 		fmt.Fprintf(b.errOut, "switchboard-bench: framework ghosts: %d failed, first: %s\n", failed.Load(), e)
 	}
 	if ok == 0 {
 		problems = append(problems, "every EnsureGhost failed: "+errors.Join(errs...).Error())
 	}
-	return problems
+	return heapMBPer10k, problems
 }
 
 // settledHeap is the bench process's live Go heap after a full GC, and its

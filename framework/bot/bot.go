@@ -90,6 +90,18 @@ func New(ctx context.Context, cfg *framework.Config, log zerolog.Logger) (*Bot, 
 	return b, nil
 }
 
+// Attach returns a bot for the bot user of an appservice whose events
+// another handler dispatches — a bridge, which passes the events of rooms
+// that are not portals (management rooms, invites) to HandleEvent and asks
+// HandleCommand about messages in portals. Start and Stop are the
+// appservice's.
+func Attach(as *framework.Appservice) *Bot {
+	b := newBot(as.Bot().Client, as.DB, as.Config.ServerName, as.Log)
+	b.AS = as
+	b.start, b.stop = as.Start, as.Stop
+	return b
+}
+
 func newBot(client *mautrix.Client, db *dbutil.Database, serverName string, log zerolog.Logger) *Bot {
 	b := &Bot{
 		Client:        client,
@@ -154,6 +166,23 @@ func (b *Bot) Run(ctx context.Context) error {
 
 func (b *Bot) ignored(sender id.UserID) bool {
 	return sender == b.UserID || (b.AS != nil && b.AS.Config.IsGhost(sender))
+}
+
+// HandleEvent handles one event as a bot created with New would (see
+// Attach).
+func (b *Bot) HandleEvent(ctx context.Context, evt *event.Event) { b.handle(ctx, evt) }
+
+// HandleCommand runs the command evt carries, if it is a text message
+// naming a registered command; handled reports whether it did.
+func (b *Bot) HandleCommand(ctx context.Context, evt *event.Event) (handled bool, err error) {
+	if evt.Type != event.EventMessage || b.ignored(evt.Sender) {
+		return false, nil
+	}
+	content := evt.Content.AsMessage()
+	if content.MsgType != event.MsgText || content.RelatesTo.GetReplaceID() != "" || !strings.HasPrefix(content.Body, b.CommandPrefix) {
+		return false, nil
+	}
+	return b.runCommand(ctx, &Message{Event: evt, Content: content, bot: b})
 }
 
 func (b *Bot) handle(ctx context.Context, evt *event.Event) {

@@ -135,11 +135,14 @@ func (a *API) postCreateRoom(c *gin.Context, sess *storage.Session) {
 	}
 	var alias id.RoomAlias
 	if req.RoomAliasName != "" {
-		if strings.ContainsAny(req.RoomAliasName, ":# ") || len(req.RoomAliasName) > 200 {
-			fail(c, mautrix.MInvalidParam.WithMessage("room_alias_name must be a bare localpart"))
+		// The spec allows any code point but ':' and NUL in an alias's
+		// localpart ('#' too: bridges use #irc_#channel); whitespace is
+		// refused as by Synapse and by PUT /directory/room.
+		alias = id.NewRoomAlias(req.RoomAliasName, a.cfg.ServerName)
+		if strings.ContainsAny(req.RoomAliasName, ":\x00 \t\n") || len(alias) > 255 {
+			fail(c, mautrix.MInvalidParam.WithMessage("room_alias_name must be a localpart without ':' or whitespace, and the alias at most 255 bytes"))
 			return
 		}
-		alias = id.NewRoomAlias(req.RoomAliasName, a.cfg.ServerName)
 		if _, _, err := a.db.ResolveAlias(ctx, alias); err == nil {
 			fail(c, mautrix.MRoomInUse.WithMessage("Room alias %s is already in use", alias))
 			return
