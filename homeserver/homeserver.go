@@ -28,6 +28,7 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver/appservice"
 	"github.com/switchboard-im/switchboard/homeserver/clientapi"
 	"github.com/switchboard-im/switchboard/homeserver/config"
+	"github.com/switchboard-im/switchboard/homeserver/media"
 	"github.com/switchboard-im/switchboard/homeserver/notifier"
 	"github.com/switchboard-im/switchboard/homeserver/rooms"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
@@ -44,6 +45,7 @@ type Homeserver struct {
 	Rooms    *rooms.Service
 	Typing   *typing.Tracker
 	Pusher   *appservice.Pusher
+	Media    *media.Repo
 
 	appservices atomic.Pointer[appservice.Registry]
 
@@ -60,6 +62,11 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Homeserv
 	}
 	db, err := storage.Open(ctx, cfg.Database, cfg.DataDir, cfg.DatabaseMaxConns, log)
 	if err != nil {
+		return nil, err
+	}
+	mediaRepo, err := media.New(db, cfg)
+	if err != nil {
+		db.Close()
 		return nil, err
 	}
 	n := notifier.New(nil)
@@ -79,6 +86,7 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Homeserv
 		Notifier: n,
 		Rooms:    rooms.New(db, cfg.ServerName, key, n, log.With().Str("component", "rooms").Logger()),
 		Typing:   typing.New(n),
+		Media:    mediaRepo,
 		log:      log,
 		metrics:  prometheus.NewRegistry(),
 	}
@@ -114,7 +122,7 @@ func (hs *Homeserver) buildRouter() *gin.Engine {
 	r.Use(hs.requestLog(), hs.recoverPanics(), hs.instrument(), cors, clientapi.ValidateRequestStrings)
 	clientapi.New(clientapi.Deps{
 		Config: hs.Config, DB: hs.DB, Accounts: hs.Accounts, Notifier: hs.Notifier, Rooms: hs.Rooms, Typing: hs.Typing, Log: hs.log,
-		Appservices: hs.Appservices,
+		Appservices: hs.Appservices, Media: hs.Media,
 	}).Register(r)
 	r.NoRoute(clientapi.NotFound)
 	r.NoMethod(clientapi.MethodNotAllowed)

@@ -42,7 +42,7 @@ func (b *Bridge) Ghost(ctx context.Context, u RemoteUser) (*Ghost, error) {
 		return nil, err
 	}
 	if u.AvatarURL != "" && u.Avatar.IsEmpty() {
-		if err := ensureGhostAvatarURL(ctx, b.AS, userID, u.AvatarURL); err != nil { // TMPAVATAR
+		if err := b.AS.EnsureGhostAvatarURL(ctx, userID, u.AvatarURL); err != nil {
 			// A missing avatar is not worth losing the message over.
 			b.Log.Warn().Err(err).Stringer("ghost", userID).Msg("Failed to set a ghost's avatar")
 		}
@@ -297,5 +297,3 @@ func (b *Bridge) sendState(ctx context.Context, intent *appservice.IntentAPI, ro
 	}
 	return resp, err
 }
-
-func ensureGhostAvatarURL(ctx context.Context, a any, userID id.UserID, url string) error { return nil } // TMPAVATAR

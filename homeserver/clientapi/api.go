@@ -25,6 +25,7 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver/accounts"
 	"github.com/switchboard-im/switchboard/homeserver/appservice"
 	"github.com/switchboard-im/switchboard/homeserver/config"
+	"github.com/switchboard-im/switchboard/homeserver/media"
 	"github.com/switchboard-im/switchboard/homeserver/notifier"
 	"github.com/switchboard-im/switchboard/homeserver/ratelimit"
 	"github.com/switchboard-im/switchboard/homeserver/rooms"
@@ -41,6 +42,7 @@ type Deps struct {
 	Notifier *notifier.Notifier
 	Rooms    *rooms.Service
 	Typing   *typing.Tracker
+	Media    *media.Repo
 	Log      zerolog.Logger
 	// Appservices returns the current registrations (they reload on SIGHUP).
 	Appservices func() *appservice.Registry
@@ -54,6 +56,7 @@ type API struct {
 	notifier *notifier.Notifier
 	rooms    *rooms.Service
 	typing   *typing.Tracker
+	media    *media.Repo
 	log      zerolog.Logger
 
 	appservices func() *appservice.Registry
@@ -80,6 +83,7 @@ func New(d Deps) *API {
 		notifier:         d.Notifier,
 		rooms:            d.Rooms,
 		typing:           d.Typing,
+		media:            d.Media,
 		appservices:      d.Appservices,
 		log:              d.Log,
 		loginLimit:       ratelimit.New(cfg.RateLimits.Login),
@@ -139,6 +143,8 @@ func (a *API) Register(r gin.IRouter) {
 
 	a.registerRelations(r)
 	a.registerAppservice(r)
+	a.registerMedia(r)
+	a.registerOpenID(r)
 	admin := r.Group("/_synapse/admin/v1")
 	admin.GET("/register", a.getAdminRegisterNonce)
 	admin.POST("/register", a.postAdminRegister)

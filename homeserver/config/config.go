@@ -50,6 +50,7 @@ type Config struct {
 	Auth         AuthConfig         `yaml:"auth"`
 	RateLimits   RateLimitsConfig   `yaml:"rate_limits"`
 	HTTP         HTTPConfig         `yaml:"http"`
+	Media        MediaConfig        `yaml:"media"`
 	WellKnown    WellKnownConfig    `yaml:"well_known"`
 	Metrics      MetricsConfig      `yaml:"metrics"`
 	Logging      LoggingConfig      `yaml:"logging"`
@@ -95,6 +96,17 @@ type HTTPConfig struct {
 	TrustedProxies  []string `yaml:"trusted_proxies"`
 	ReadTimeout     Duration `yaml:"read_timeout"`
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// MediaConfig is the content repository's (package media).
+type MediaConfig struct {
+	// StorePath is the directory holding uploaded files (relative: to the
+	// data dir). Processes sharing a database must share it too.
+	StorePath     string `yaml:"store_path"`
+	MaxUploadSize int64  `yaml:"max_upload_size"`
+	// LegacyUnauthenticatedMedia serves the deprecated /_matrix/media/…/download
+	// endpoints without an access token; off, they are frozen (spec v1.11).
+	LegacyUnauthenticatedMedia bool `yaml:"legacy_unauthenticated_media"`
 }
 
 type WellKnownConfig struct {
@@ -159,6 +171,7 @@ func Default() *Config {
 			ReadTimeout:     Duration(30 * time.Second),
 			ShutdownTimeout: Duration(10 * time.Second),
 		},
+		Media:   MediaConfig{StorePath: "media", MaxUploadSize: 50 << 20},
 		Metrics: MetricsConfig{Enabled: false, Listen: "127.0.0.1:9108"},
 		Logging: LoggingConfig{Level: "info", Format: "pretty"},
 	}
@@ -388,6 +401,12 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.ShutdownTimeout <= 0 {
 		return keyErr("http.shutdown_timeout", "must be positive")
+	}
+	if strings.TrimSpace(c.Media.StorePath) == "" {
+		return keyErr("media.store_path", "must be set")
+	}
+	if c.Media.MaxUploadSize < 1024 {
+		return keyErr("media.max_upload_size", "must be at least 1024")
 	}
 	if c.WellKnown.ClientBaseURL != "" {
 		if u, err := url.Parse(c.WellKnown.ClientBaseURL); err != nil || u.Host == "" {

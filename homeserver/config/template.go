@@ -100,6 +100,19 @@ http:
   # On SIGINT/SIGTERM, how long in-flight requests get to finish.
   shutdown_timeout: {{q .HTTP.ShutdownTimeout.D.String}}
 
+media:
+  # Directory for uploaded files, stored once per distinct content. Homeserver
+  # processes sharing one database must share this directory too.
+  store_path: {{q .Media.StorePath}}
+  # Largest upload accepted (bytes); larger gets 413 M_TOO_LARGE. Clients
+  # read it from /_matrix/client/v1/media/config.
+  max_upload_size: {{.Media.MaxUploadSize}}
+  # Serve the deprecated unauthenticated download endpoints
+  # (/_matrix/media/v3/download/…). Off, they answer 404 and media is only
+  # served to clients with an access token (/_matrix/client/v1/media/…), as
+  # Matrix 1.12 recommends. Turn on only for old clients that need it.
+  legacy_unauthenticated_media: {{.Media.LegacyUnauthenticatedMedia}}
+
 well_known:
   # base_url served in /.well-known/matrix/client; empty uses public_url.
   client_base_url: {{q .WellKnown.ClientBaseURL}}
