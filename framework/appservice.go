@@ -35,6 +35,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix"
@@ -67,6 +68,9 @@ type Appservice struct {
 	// AS is mautrix's appservice: intents, clients, query handler.
 	AS         *appservice.AppService
 	StateStore *sqlstatestore.SQLStateStore
+	// Metrics are the appservice's Prometheus metrics (in the default
+	// registry); bridges report their messages and state there too.
+	Metrics *Metrics
 
 	handlers []EventHandler
 	inbox    *inbox
@@ -115,6 +119,9 @@ func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Appservice, err
 		db.Close()
 		return nil, fmt.Errorf("homeserver_url: %w", err)
 	}
+	// Before any intent exists: they share as.HTTPClient, so all of them
+	// honour retry_after_ms and back off on 5xx (see retry.go).
+	installRetry(as, RetryOptions{})
 	a := &Appservice{
 		Config:       cfg,
 		Registration: reg,
@@ -122,6 +129,7 @@ func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Appservice, err
 		DB:           db,
 		AS:           as,
 		StateStore:   stateStore,
+		Metrics:      NewMetrics(nil, cfg.ID),
 	}
 	a.inbox = newInbox(a)
 	return a, nil
@@ -191,6 +199,9 @@ func (a *Appservice) Start(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /_matrix/app/v1/transactions/{txnID}", a.inbox.putTransaction)
 	mux.Handle("/", a.AS.Router) // ping, user and alias queries, health
+	// Prometheus scrapes the appservice where the homeserver reaches it:
+	// the metrics name no user and hold no secret.
+	mux.Handle("GET /metrics", promhttp.Handler())
 	a.server = &http.Server{Handler: a.checkToken(mux), ReadHeaderTimeout: 30 * time.Second}
 	a.serveErr = make(chan error, 1)
 	go func() { a.serveErr <- a.server.Serve(ln) }()
@@ -311,10 +322,13 @@ func (a *Appservice) dispatch(ctx context.Context, evt *event.Event) {
 	if evt.Type.Class == event.StateEventType {
 		mautrix.UpdateStateStore(ctx, a.StateStore, evt)
 	}
+	start := time.Now()
+	var failed error
 	for _, h := range a.handlers {
 		func() {
 			defer func() {
 				if p := recover(); p != nil {
+					failed = fmt.Errorf("event handler panicked: %v", p)
 					a.Log.Error().Any("panic", p).Stringer("event_id", evt.ID).Str("event_type", evt.Type.Type).
 						Stack().Msg("Event handler panicked")
 				}
@@ -322,4 +336,5 @@ func (a *Appservice) dispatch(ctx context.Context, evt *event.Event) {
 			h(ctx, evt)
 		}()
 	}
+	a.Metrics.ObserveHandled(evt.Type.Type, time.Since(start), failed)
 }

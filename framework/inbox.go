@@ -379,6 +379,7 @@ func (ib *inbox) putTransaction(w http.ResponseWriter, r *http.Request) {
 		ib.enqueue(entries)
 	}
 	ib.mu.Unlock()
+	ib.a.Metrics.observeTransaction(entries, fresh, err)
 	if err != nil {
 		ib.a.Log.Error().Err(err).Str("txn_id", txnID).Msg("Failed to store transaction; the homeserver will retry it")
 		mautrix.MUnknown.WithMessage("Failed to store the transaction").WithStatus(http.StatusInternalServerError).Write(w)

@@ -37,6 +37,7 @@ func (b *Bridge) SetState(name StateName, message string) {
 	}
 	b.mu.Unlock()
 	if changed {
+		b.AS.Metrics.SetState(string(name))
 		b.Log.Info().Str("state", string(name)).Str("message", message).Msg("Bridge state changed")
 	}
 }
