@@ -46,6 +46,18 @@ func LoadConfig(path string, cfg any, fw *Config) error {
 // run is called with the loaded config, a logger, and a context that ends
 // on SIGINT or SIGTERM.
 func Main(name string, run func(ctx context.Context, cfg *Config, log zerolog.Logger) error) {
+	cfg := &Config{}
+	MainWith(name, cfg, cfg, run)
+}
+
+// Validator is a config that checks itself and fills in its defaults:
+// Config, bridge.Config, or a bot's or bridge's own.
+type Validator interface{ Validate() error }
+
+// MainWith is Main for a bot or bridge with a config of its own: cfg
+// points to it (it is loaded from the file, strictly, and validated), fw
+// to the framework Config inside it.
+func MainWith[C Validator](name string, cfg C, fw *Config, run func(ctx context.Context, cfg C, log zerolog.Logger) error) {
 	fs := flag.NewFlagSet(name, flag.ExitOnError)
 	path := fs.String("config", name+".yaml", "config file")
 	_ = fs.Parse(os.Args[1:])
@@ -55,18 +67,17 @@ func Main(name string, run func(ctx context.Context, cfg *Config, log zerolog.Lo
 	} else {
 		log = log.Level(zerolog.InfoLevel)
 	}
-	cfg := &Config{}
-	if err := LoadConfig(*path, cfg, cfg); err != nil {
+	if err := LoadConfig(*path, cfg, fw); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(2)
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: config %s: %v\n", name, *path, err)
 		os.Exit(2)
 	}
 	switch fs.Arg(0) {
 	case "generate-registration":
-		if err := cfg.Validate(); err != nil {
-			fmt.Fprintf(os.Stderr, "%s: config %s: %v\n", name, *path, err)
-			os.Exit(2)
-		}
-		_, written, err := cfg.EnsureRegistration()
+		_, written, err := fw.EnsureRegistration()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 			os.Exit(1)
@@ -76,7 +87,7 @@ func Main(name string, run func(ctx context.Context, cfg *Config, log zerolog.Lo
 			state = "written"
 		}
 		fmt.Printf("Registration %s: %s\nLoad it into the homeserver, e.g. `switchboard appservice add %s`.\n",
-			state, cfg.path(cfg.Registration), cfg.path(cfg.Registration))
+			state, fw.path(fw.Registration), fw.path(fw.Registration))
 		return
 	case "":
 	default:

@@ -231,17 +231,14 @@ func New(ctx context.Context, cfg *Config, network Network, log zerolog.Logger) 
 	return b, nil
 }
 
-// Start starts the appservice, then the network.
+// Start starts the network, then the appservice: no Matrix event (one
+// left from the last run included) reaches the network before its Start.
 func (b *Bridge) Start(ctx context.Context) error {
-	if err := b.AS.Start(ctx); err != nil {
-		return err
-	}
 	if err := b.Network.Start(ctx, b); err != nil {
-		b.AS.Stop()
 		return fmt.Errorf("start %s: %w", b.Network.Info().ID, err)
 	}
 	b.AS.BeforeClose(b.Network.Stop)
-	return nil
+	return b.AS.Start(ctx)
 }
 
 // Stop stops receiving Matrix events, lets those accepted be delivered,

@@ -42,16 +42,23 @@ func (b *Bridge) handleMatrixEvent(ctx context.Context, evt *event.Event) {
 	if evt.Sender == b.AS.Config.BotID() || b.AS.Config.IsGhost(evt.Sender) {
 		return // the bridge's own echo
 	}
+	// Deliveries hold the portal's remote events back until the message
+	// map is written, so a remote reply to a message just sent finds it.
+	deliver := func(f func(context.Context, *Portal, *event.Event) error) error {
+		portal.remote.Lock()
+		defer portal.remote.Unlock()
+		return f(ctx, portal, evt)
+	}
 	switch evt.Type {
 	case event.EventMessage, event.EventSticker:
 		var handled bool
 		if handled, err = b.Bot.HandleCommand(ctx, evt); !handled && err == nil {
-			err = b.matrixMessage(ctx, portal, evt)
+			err = deliver(b.matrixMessage)
 		}
 	case event.EventReaction:
-		err = b.matrixReaction(ctx, portal, evt)
+		err = deliver(b.matrixReaction)
 	case event.EventRedaction:
-		err = b.matrixRedaction(ctx, portal, evt)
+		err = deliver(b.matrixRedaction)
 	case event.StateMember:
 		err = b.matrixMembership(ctx, portal, evt)
 	}
@@ -146,6 +153,9 @@ func (b *Bridge) matrixMessage(ctx context.Context, p *Portal, evt *event.Event)
 		}
 		if msg.EditOf, err = b.MessageByEventID(ctx, editOf); err != nil {
 			return err
+		}
+		if msg.EditOf != nil && msg.EditOf.Sender != evt.Sender {
+			return nil // only the sender may edit a message (clients ignore others' edits too)
 		}
 	} else {
 		content.RemoveReplyFallback()

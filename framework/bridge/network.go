@@ -15,6 +15,11 @@ import (
 // Optional capabilities are separate interfaces the same value may
 // implement: EditSender, ReactionSender, RedactionSender,
 // MembershipHandler, PortalHandler, LoginHandler and AliasResolver.
+//
+// While the network delivers a Matrix message, edit, reaction or redaction
+// of a portal, the portal's Remote* calls wait (so that a remote reply to
+// it finds it in the message map): a send must not wait for a remote event
+// of the same portal to be bridged.
 type Network interface {
 	// Info describes the network: the protocol section of m.bridge, the
 	// status API, the command prefix.
@@ -127,7 +132,9 @@ type MembershipHandler interface {
 
 // PortalHandler is told when a portal gets a room (created or linked) and
 // when it loses it, so the network can join or leave the remote channel.
-// An error from PortalLinked undoes the link.
+// An error from PortalLinked undoes the link. Both are called once the
+// portal's remote events may flow: PortalLinked may call RemoteJoin or
+// SyncMembers for the portal.
 type PortalHandler interface {
 	PortalLinked(ctx context.Context, portal *Portal) error
 	PortalUnlinked(ctx context.Context, portal *Portal)

@@ -223,18 +223,25 @@ type RoomOptions struct {
 // topic, the bridge info state, public when the channel is public.
 func (b *Bridge) EnsureRoom(ctx context.Context, p *Portal, info *ChannelInfo, opts RoomOptions) (id.RoomID, error) {
 	p.remote.Lock()
-	defer p.remote.Unlock()
-	return b.ensureRoomLocked(ctx, p, info, opts)
+	room, created, err := b.createRoom(ctx, p, info, opts)
+	p.remote.Unlock()
+	if err != nil || !created {
+		return room, err
+	}
+	if err := b.portalLinked(ctx, p); err != nil {
+		return "", err
+	}
+	return room, nil
 }
 
-func (b *Bridge) ensureRoomLocked(ctx context.Context, p *Portal, info *ChannelInfo, opts RoomOptions) (id.RoomID, error) {
+// createRoom creates the portal's room unless it has one; p.remote is held.
+func (b *Bridge) createRoom(ctx context.Context, p *Portal, info *ChannelInfo, opts RoomOptions) (room id.RoomID, created bool, err error) {
 	if room := p.RoomID(); room != "" {
-		return room, nil
+		return room, false, nil
 	}
 	if info == nil {
-		var err error
 		if info, err = b.Network.ResolveChannel(ctx, p.ID); err != nil {
-			return "", err
+			return "", false, err
 		}
 	}
 	creator := b.AS.Bot()
@@ -275,11 +282,11 @@ func (b *Bridge) ensureRoomLocked(ctx context.Context, p *Portal, info *ChannelI
 	}
 	resp, err := creator.CreateRoom(ctx, req)
 	if err != nil {
-		return "", fmt.Errorf("create the room of %s: %w", p.ID, err)
+		return "", false, fmt.Errorf("create the room of %s: %w", p.ID, err)
 	}
 	if opts.DirectWith != nil {
 		if err := b.AS.Bot().EnsureJoined(ctx, resp.RoomID); err != nil {
-			return "", fmt.Errorf("bot join %s: %w", resp.RoomID, err)
+			return "", false, fmt.Errorf("bot join %s: %w", resp.RoomID, err)
 		}
 	}
 	if dmUser != "" {
@@ -287,17 +294,14 @@ func (b *Bridge) ensureRoomLocked(ctx context.Context, p *Portal, info *ChannelI
 		p.dmUser = dmUser
 		p.mu.Unlock()
 		if _, err := b.DB.Exec(ctx, `UPDATE bridge_portals SET dm_user = $2 WHERE portal_id = $1`, p.ID, dmUser); err != nil {
-			return "", err
+			return "", false, err
 		}
 	}
 	if err := p.setRoom(ctx, resp.RoomID, false, "", info); err != nil {
-		return "", err
+		return "", false, err
 	}
 	b.Log.Info().Str("portal", p.ID).Stringer("room_id", resp.RoomID).Msg("Created portal room")
-	if err := b.portalLinked(ctx, p); err != nil {
-		return "", err
-	}
-	return resp.RoomID, nil
+	return resp.RoomID, true, nil
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -357,29 +361,9 @@ func (b *Bridge) Link(ctx context.Context, roomID id.RoomID, channelID string, u
 	if err != nil {
 		return nil, "", err
 	}
-	p.remote.Lock()
-	defer p.remote.Unlock()
-	if room := p.RoomID(); room != "" {
-		return nil, "", fmt.Errorf("%s is %w to %s", info.ID, ErrAlreadyLinked, room)
-	}
-	if err := b.AS.Bot().EnsureJoined(ctx, roomID); err != nil {
-		return nil, "", fmt.Errorf("the bridge bot %s cannot join the room (invite it first): %w", b.AS.Config.BotID(), err)
-	}
-	// The state store learns the members who joined before the bot (from
-	// here on, transactions keep it current).
-	if _, err := b.AS.Bot().Members(ctx, roomID); err != nil {
-		return nil, "", fmt.Errorf("members of %s: %w", roomID, err)
-	}
-	p.mu.Lock()
-	p.createdBy = user
-	p.mu.Unlock()
-	if err := p.setRoom(ctx, roomID, true, user, info); err != nil {
+	warning, err := b.linkRoom(ctx, p, roomID, user, info)
+	if err != nil {
 		return nil, "", err
-	}
-	var warning string
-	if err := p.sendBridgeInfo(ctx, info); err != nil {
-		warning = "The bridge bot could not mark the room as bridged (m.bridge): give it power to send state events."
-		b.Log.Warn().Err(err).Stringer("room_id", roomID).Msg("Failed to set bridge info")
 	}
 	if err := b.portalLinked(ctx, p); err != nil {
 		return nil, "", err
@@ -388,8 +372,36 @@ func (b *Bridge) Link(ctx context.Context, roomID id.RoomID, channelID string, u
 	return p, warning, nil
 }
 
+// linkRoom records roomID as p's room; see Link.
+func (b *Bridge) linkRoom(ctx context.Context, p *Portal, roomID id.RoomID, user id.UserID, info *ChannelInfo) (warning string, err error) {
+	p.remote.Lock()
+	defer p.remote.Unlock()
+	if room := p.RoomID(); room != "" {
+		return "", fmt.Errorf("%s is %w to %s", info.ID, ErrAlreadyLinked, room)
+	}
+	if err := b.AS.Bot().EnsureJoined(ctx, roomID); err != nil {
+		return "", fmt.Errorf("the bridge bot %s cannot join the room (invite it first): %w", b.AS.Config.BotID(), err)
+	}
+	// The state store learns the members who joined before the bot (from
+	// here on, transactions keep it current).
+	if _, err := b.AS.Bot().Members(ctx, roomID); err != nil {
+		return "", fmt.Errorf("members of %s: %w", roomID, err)
+	}
+	p.mu.Lock()
+	p.createdBy = user
+	p.mu.Unlock()
+	if err := p.setRoom(ctx, roomID, true, user, info); err != nil {
+		return "", err
+	}
+	if err := p.sendBridgeInfo(ctx, info); err != nil {
+		warning = "The bridge bot could not mark the room as bridged (m.bridge): give it power to send state events."
+		b.Log.Warn().Err(err).Stringer("room_id", roomID).Msg("Failed to set bridge info")
+	}
+	return warning, nil
+}
+
 // portalLinked tells the network a portal has a room; if it refuses, the
-// link is undone. p.remote is held.
+// link is undone.
 func (b *Bridge) portalLinked(ctx context.Context, p *Portal) error {
 	h, ok := b.Network.(PortalHandler)
 	if !ok {

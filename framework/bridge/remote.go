@@ -153,8 +153,8 @@ func (b *Bridge) remoteMessage(ctx context.Context, msg *RemoteMessage) (id.Even
 	return resp.EventID, err
 }
 
-// RemoteEdit shows an edit of a remote message (as m.replace of its
-// event). newID is the edit's own remote ID, if the protocol gives one.
+// RemoteEdit shows an edit of a remote message, as an m.replace of its
+// event from the sender's ghost.
 func (b *Bridge) RemoteEdit(ctx context.Context, portalID string, sender RemoteUser, targetID string, content *event.MessageEventContent) error {
 	p, room, unlock, err := b.portalRoom(ctx, portalID)
 	if err != nil {

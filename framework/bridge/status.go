@@ -38,7 +38,7 @@ func (b *Bridge) SetState(name StateName, message string) {
 	b.mu.Unlock()
 	if changed {
 		b.AS.Metrics.SetState(string(name))
-		b.Log.Info().Str("state", string(name)).Str("message", message).Msg("Bridge state changed")
+		b.Log.Info().Str("state", string(name)).Str("state_message", message).Msg("Bridge state changed")
 	}
 }
 
