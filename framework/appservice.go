@@ -79,6 +79,7 @@ type Appservice struct {
 	beforeClose []func()
 
 	mu       sync.Mutex
+	listener net.Listener // bound by Bind, taken by Start
 	server   *http.Server
 	serveErr chan error
 	started  bool
@@ -188,10 +189,11 @@ func (a *Appservice) Start(ctx context.Context) error {
 		return errors.New("framework: already started")
 	}
 	a.started = true
-	ln, err := net.Listen("tcp", a.Config.Listen)
+	ln, err := a.bindLocked()
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
+	a.listener = nil
 	if err := a.inbox.start(ctx); err != nil {
 		ln.Close()
 		return err
@@ -214,6 +216,43 @@ func (a *Appservice) Start(ctx context.Context) error {
 	}()
 	a.Log.Info().Str("listen", ln.Addr().String()).Str("bot", string(a.Config.BotID())).Msg("Appservice started")
 	return nil
+}
+
+// Bind opens the appservice's listener ahead of Start. With port 0 in the
+// listen address, a free port is taken and, when the URL was derived from
+// the listen address, the URL and the registration file are updated to it:
+// a component started beside the homeserver (switchboard run) binds before
+// the homeserver loads the registration, so no fixed port is needed.
+func (a *Appservice) Bind() (net.Addr, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ln, err := a.bindLocked()
+	if err != nil {
+		return nil, err
+	}
+	return ln.Addr(), nil
+}
+
+func (a *Appservice) bindLocked() (net.Listener, error) {
+	if a.listener != nil {
+		return a.listener, nil
+	}
+	ln, err := net.Listen("tcp", a.Config.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if a.Config.urlFromListen && "http://"+a.Config.Listen != "http://"+ln.Addr().String() {
+		a.Config.URL = "http://" + ln.Addr().String()
+		reg, _, err := a.Config.EnsureRegistration()
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		*a.Registration = *reg
+		a.AS.Registration = a.Registration
+	}
+	a.listener = ln
+	return ln, nil
 }
 
 // checkToken makes every /_matrix/app/ request carry the hs_token (spec:
@@ -297,6 +336,10 @@ func (a *Appservice) Stop() {
 	}
 	a.stopped = true
 	started := a.started
+	if a.listener != nil { // bound, never started
+		a.listener.Close()
+		a.listener = nil
+	}
 	a.mu.Unlock()
 	if started {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

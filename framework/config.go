@@ -30,7 +30,9 @@ type Config struct {
 	ID string `yaml:"id"`
 	// Listen is the host:port the appservice's HTTP server listens on.
 	Listen string `yaml:"listen"`
-	// URL is how the homeserver reaches that server (default http://Listen).
+	// URL is how the homeserver reaches that server (default http://Listen;
+	// with port 0 in Listen, the port bound at start, the registration file
+	// being rewritten for the homeserver to load).
 	URL string `yaml:"url"`
 	// Registration is the registration file's path (relative: to DataDir).
 	// It is generated with random tokens when missing.
@@ -60,6 +62,10 @@ type Config struct {
 
 	// DataDir is where relative paths point (not read from YAML).
 	DataDir string `yaml:"-"`
+
+	// urlFromListen: URL was derived from Listen (so Bind may correct it
+	// to the port actually bound).
+	urlFromListen bool
 }
 
 var localpartRE = regexp.MustCompile(`^[a-z0-9._=/+-]+$`)
@@ -83,8 +89,9 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen", "must be host:port, got %q", c.Listen)
 	}
-	if c.URL == "" && c.Listen != "" {
+	if (c.URL == "" || c.urlFromListen) && c.Listen != "" {
 		c.URL = "http://" + c.Listen
+		c.urlFromListen = true
 	}
 	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		bad("url", "must be an http(s) URL, got %q", c.URL)

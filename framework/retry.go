@@ -479,6 +479,25 @@ func NewLimiter(ratePerSecond float64, burst int) *Limiter {
 	return l
 }
 
+// Allow takes a token if there is one now; otherwise it takes nothing and
+// says how long until there is one (for an answer of 429 with
+// Retry-After, where waiting is not the caller's to do).
+func (l *Limiter) Allow() (ok bool, retryAfter time.Duration) {
+	if l.every == 0 {
+		return true, 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	l.tokens = min(l.burst, l.tokens+float64(now.Sub(l.last))/float64(l.every))
+	l.last = now
+	if l.tokens < 1 {
+		return false, time.Duration((1 - l.tokens) * float64(l.every))
+	}
+	l.tokens--
+	return true, 0
+}
+
 // Wait takes a token, waiting until there is one. It fails at once,
 // taking nothing, when the token would come after ctx's deadline, and
 // gives the token back when ctx ends while waiting.

@@ -510,3 +510,28 @@ func TestLimiter(t *testing.T) {
 		t.Errorf("unlimited limiter took %s", d)
 	}
 }
+
+// TestLimiterAllow: Allow takes the burst at once, then refuses with the
+// time until the next token, and takes nothing when it refuses.
+func TestLimiterAllow(t *testing.T) {
+	l := NewLimiter(10, 3) // a token every 100 ms
+	for i := range 3 {
+		if ok, _ := l.Allow(); !ok {
+			t.Fatalf("token %d of the burst refused", i+1)
+		}
+	}
+	ok, after := l.Allow()
+	if ok || after <= 0 || after > 100*time.Millisecond {
+		t.Fatalf("4th Allow = %v, %v; want refused, retry within 100ms", ok, after)
+	}
+	if ok, _ := l.Allow(); ok {
+		t.Fatal("a refused Allow gave a token away")
+	}
+	time.Sleep(after + 10*time.Millisecond)
+	if ok, _ := l.Allow(); !ok {
+		t.Fatal("no token after the announced wait")
+	}
+	if ok, _ := NewLimiter(0, 0).Allow(); !ok {
+		t.Fatal("rate 0 must not limit")
+	}
+}

@@ -63,7 +63,7 @@ func setupServer(ctx context.Context, o options, dir string) (*server, error) {
 		logPath: filepath.Join(dir, "server.log"),
 		env:     benchEnv(),
 	}
-	args := []string{"init", "--data", s.dataDir, "--listen", listen, "--public-url", s.baseURL}
+	args := []string{"init", "--data", s.dataDir, "--listen", listen, "--public-url", s.baseURL, "--hooks-listen", "127.0.0.1:0"}
 	if o.database != "" {
 		args = append(args, "--database", o.database)
 	}

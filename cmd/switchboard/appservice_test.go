@@ -50,7 +50,7 @@ func TestAppserviceCommands(t *testing.T) {
 	t.Parallel()
 	base := t.TempDir()
 	data := filepath.Join(base, "data")
-	mustSB(t, cliOpts{}, "init", "--data", data, "--server-name", "example.org", "--listen", freeListen(t))
+	mustSB(t, cliOpts{}, "init", "--data", data, "--server-name", "example.org", "--listen", freeListen(t), "--hooks-listen", "127.0.0.1:0")
 	asDir := filepath.Join(data, "appservices")
 
 	header, rows := listAppservices(t, data)
@@ -208,7 +208,7 @@ func TestAppserviceUsage(t *testing.T) {
 func TestAppserviceSIGHUP(t *testing.T) {
 	data := t.TempDir()
 	listen := freeListen(t)
-	mustSB(t, cliOpts{}, "init", "--data", data, "--listen", listen, "--server-name", "example.org")
+	mustSB(t, cliOpts{}, "init", "--data", data, "--listen", listen, "--server-name", "example.org", "--hooks-listen", "127.0.0.1:0")
 	p := startProcess(t, cliOpts{}, "run", "--data", data)
 	url := "http://" + listen
 	p.waitReady(url)

@@ -29,6 +29,7 @@ func commands() []command {
 		{"init", "write a data directory: config, signing key, secrets", cmdInit},
 		{"run", "start every enabled component (initialising ./data if needed)", cmdRun},
 		{"homeserver", "start only the homeserver", cmdHomeserver},
+		{"webhooks", "run only the webhook bridge, against any homeserver (--config FILE)", cmdWebhooks},
 		{"user", "manage users: add, list, deactivate, reset-password", cmdUser},
 		{"registration-token", "manage registration tokens: create, list, delete", cmdRegistrationToken},
 		{"appservice", "manage application service registrations: list, add, remove", cmdAppservice},

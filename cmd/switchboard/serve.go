@@ -19,6 +19,7 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/internal/buildinfo"
 	"github.com/switchboard-im/switchboard/internal/dbopen"
+	"github.com/switchboard-im/switchboard/webhooks"
 )
 
 func cmdVersion(_ []string, stdout io.Writer) error {
@@ -34,6 +35,7 @@ func cmdInit(args []string, stdout io.Writer) error {
 	listen := fs.String("listen", def.Listen, "HOST:PORT for the client-server API")
 	publicURL := fs.String("public-url", "", "URL clients use to reach the server (default http://LISTEN)")
 	database := fs.String("database", def.Database, "sqlite:FILE or postgres://… URI")
+	hooksListen := fs.String("hooks-listen", def.WebhooksListen, "HOST:PORT where the webhook bridge takes hook requests (port 0: any free port)")
 	if pos, err := parseFlags(fs, args); err != nil {
 		return err
 	} else if len(pos) > 0 {
@@ -43,7 +45,7 @@ func cmdInit(args []string, stdout io.Writer) error {
 		return usagef("--data DIR is required")
 	}
 	cfg := def
-	cfg.ServerName, cfg.Listen, cfg.Database = *serverName, *listen, *database
+	cfg.ServerName, cfg.Listen, cfg.Database, cfg.WebhooksListen = *serverName, *listen, *database, *hooksListen
 	cfg.PublicURL = *publicURL
 	if cfg.PublicURL == "" {
 		cfg.PublicURL = defaultPublicURL(cfg.Listen)
@@ -96,8 +98,9 @@ func cmdHomeserver(args []string, stdout io.Writer) error {
 	return serve("homeserver", args, stdout)
 }
 
-// serve starts the components. Today the homeserver is the only one; the
-// bridges, webhooks and integration manager join "run" as they land.
+// serve starts the components: the homeserver, and for "run" the webhook
+// bridge too (unless webhooks.enabled is false); the IRC and Slack bridges
+// and the integration manager join "run" as they land.
 func serve(name string, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	data := dataFlag(fs)
@@ -113,6 +116,25 @@ func serve(name string, args []string, stdout io.Writer) error {
 	log := newLogger(cfg.Logging)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
+	// The webhook bridge binds its ports and writes its registration into
+	// DATA/appservices/ before the homeserver starts, which loads it there.
+	var hooks *webhooks.Service
+	if name == "run" {
+		hooksCfg, enabled, err := webhooks.FromSection(&cfg.Webhooks, cfg.ServerName, defaultPublicURL(cfg.Listen), cfg.DataDir)
+		if err != nil {
+			return fmt.Errorf("%s: %w", config.Path(*data), err)
+		}
+		if enabled {
+			if hooks, err = webhooks.New(ctx, hooksCfg, log.With().Str("component", "webhooks").Logger()); err != nil {
+				return err
+			}
+			defer hooks.Stop()
+			if err := hooks.Bind(); err != nil {
+				return fmt.Errorf("webhooks: %w", err)
+			}
+		}
+	}
 
 	hs, err := homeserver.New(ctx, cfg, log)
 	if err != nil {
@@ -149,17 +171,43 @@ func serve(name string, args []string, stdout io.Writer) error {
   Homeserver:   %s  (server name %q, listening on %s)
   Config:       %s
   Database:     %s
-
+%s
 Create your first admin user (works while the server runs):
   %s user add --data %s --admin YOURNAME
 
 Then log in from any Matrix client with homeserver %s.
 Stop with Ctrl-C.
 
-`, buildinfo.String(), cfg.PublicURL, cfg.ServerName, cfg.Listen, config.Path(*data), describeDatabase(cfg.Database), os.Args[0], *data, cfg.PublicURL)
-	err = hs.Serve(ctx, ln)
+`, buildinfo.String(), cfg.PublicURL, cfg.ServerName, cfg.Listen, config.Path(*data), describeDatabase(cfg.Database),
+		describeWebhooks(hooks), os.Args[0], *data, cfg.PublicURL)
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ctx, ln) }()
+	if hooks != nil {
+		// The bot registers itself once the homeserver answers (retrying).
+		if err := hooks.Start(ctx); err != nil {
+			stop()
+			<-served
+			return fmt.Errorf("webhooks: %w", err)
+		}
+	}
+	select {
+	case <-ctx.Done():
+		if hooks != nil {
+			hooks.Stop() // before the homeserver: what it was sending is sent or stays queued
+		}
+		err = <-served
+	case err = <-served: // the homeserver failed; the deferred Stop stops the bridge
+	}
 	log.Info().Msg("Stopped")
 	return err
+}
+
+func describeWebhooks(s *webhooks.Service) string {
+	if s == nil {
+		return ""
+	}
+	c := s.Config
+	return fmt.Sprintf("  Webhooks:     %s/hooks/…  (invite @%s:%s to a room, then \"!webhook new NAME\")\n", c.PublicURL, c.BotLocalpart, c.ServerName)
 }
 
 func describeDatabase(uri string) string {

@@ -172,9 +172,13 @@ func userList(args []string, stdout io.Writer) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "USER ID\tADMIN\tDEACTIVATED\tCREATED")
+	fmt.Fprintln(tw, "USER ID\tADMIN\tDEACTIVATED\tCREATED\tAPPSERVICE")
 	for _, u := range users {
-		fmt.Fprintf(tw, "%s\t%t\t%t\t%s\n", u.UserID, u.IsAdmin, u.Deactivated, time.UnixMilli(u.CreatedTS).UTC().Format(time.DateTime))
+		appservice := u.AppserviceID // the bridge or bot whose user it is
+		if appservice == "" {
+			appservice = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%t\t%t\t%s\t%s\n", u.UserID, u.IsAdmin, u.Deactivated, time.UnixMilli(u.CreatedTS).UTC().Format(time.DateTime), appservice)
 	}
 	return tw.Flush()
 }

@@ -54,6 +54,19 @@ func (b *Bot) Command(c *Command) {
 	b.mu.Unlock()
 }
 
+// IsCommand reports whether text names one of the bot's commands (so
+// other handlers can leave it alone).
+func (b *Bot) IsCommand(text string) bool {
+	rest, ok := strings.CutPrefix(text, b.CommandPrefix)
+	if !ok {
+		return false
+	}
+	name, _ := cutWord(rest)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.commands[strings.ToLower(name)] != nil
+}
+
 // runCommand runs the command in m, if it names one; handled is false for
 // text that merely starts with the prefix.
 func (b *Bot) runCommand(ctx context.Context, m *Message) (handled bool, err error) {

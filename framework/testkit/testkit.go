@@ -116,6 +116,20 @@ func (k *Kit) Restart() {
 	k.HS = k.HS.Restart()
 }
 
+// StopHomeserver shuts the homeserver down (as SIGTERM would) until
+// StartHomeserver: what a bridge does while its homeserver is away.
+func (k *Kit) StopHomeserver() {
+	k.t.Helper()
+	k.HS.Stop()
+}
+
+// StartHomeserver starts the homeserver stopped by StopHomeserver again,
+// on the same data, database and address.
+func (k *Kit) StartHomeserver() {
+	k.t.Helper()
+	k.HS = k.HS.StartAgain()
+}
+
 // NewUser creates an account with the given localpart and returns a client
 // logged in to it.
 func (k *Kit) NewUser(localpart string) *mautrix.Client {

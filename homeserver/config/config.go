@@ -55,6 +55,14 @@ type Config struct {
 	Metrics      MetricsConfig      `yaml:"metrics"`
 	Logging      LoggingConfig      `yaml:"logging"`
 
+	// Webhooks is the webhook bridge's section, which "switchboard run"
+	// hands to package webhooks (the homeserver neither reads nor checks
+	// it: the bridge is a separate component that talks to it over HTTP).
+	Webhooks yaml.Node `yaml:"webhooks"`
+	// WebhooksListen is the hooks_listen that `init` writes into that
+	// section (a flag of init; never read back from the file).
+	WebhooksListen string `yaml:"-"`
+
 	// DataDir is where the file was loaded from; relative paths resolve against it.
 	DataDir string `yaml:"-"`
 }
@@ -174,6 +182,8 @@ func Default() *Config {
 		Media:   MediaConfig{StorePath: "media", MaxUploadSize: 50 << 20},
 		Metrics: MetricsConfig{Enabled: false, Listen: "127.0.0.1:9108"},
 		Logging: LoggingConfig{Level: "info", Format: "pretty"},
+
+		WebhooksListen: "127.0.0.1:8009",
 	}
 }
 

@@ -131,6 +131,21 @@ logging:
   level: {{q .Logging.Level}}
   # pretty (human-readable) or json.
   format: {{q .Logging.Format}}
+
+# The webhook bridge "switchboard run" starts: Slack-compatible incoming
+# webhooks (also Alertmanager, Grafana, any JSON) and outgoing webhooks.
+# In a room, invite @webhooks and send "!webhook new NAME". Every key of
+# "switchboard webhooks" may be set here; see docs/config.md#webhooks.
+webhooks:
+  # false: "switchboard run" does not start the webhook bridge.
+  enabled: true
+  # Where callers POST to /hooks/SECRET (HOST:PORT).
+  hooks_listen: {{q .WebhooksListen}}
+  # The URL callers reach hooks_listen by: the start of the hook URLs the
+  # bot hands out (empty: http://HOOKS_LISTEN). Behind a proxy, its URL.
+  public_url: ""
+  # The bridge's own database (hooks, its queue): sqlite:FILE or postgres://…
+  database: "sqlite:webhooks.db"
 `))
 
 // Render returns the commented YAML for cfg.

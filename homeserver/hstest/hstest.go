@@ -122,6 +122,14 @@ func serve(t testing.TB, dir string, ln net.Listener) *Server {
 func (s *Server) Restart() *Server {
 	s.t.Helper()
 	s.Stop()
+	return s.StartAgain()
+}
+
+// StartAgain starts a new process on the stopped server's data directory,
+// database and address (see Restart); a test stops the server, checks what
+// its clients and appservices do while it is down, then starts it again.
+func (s *Server) StartAgain() *Server {
+	s.t.Helper()
 	// The port was released a moment ago; another process could take it
 	// first, which on loopback in a test is rare enough to retry briefly.
 	var ln net.Listener
