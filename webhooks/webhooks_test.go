@@ -499,3 +499,133 @@ func TestProvisioning(t *testing.T) {
 		t.Errorf("second delete: HTTP %d, want 404", status)
 	}
 }
+
+// TestExpiryAndAvatars: a hook created to expire stops working when it
+// does; a sender's avatar URL is uploaded once and shown on its ghost.
+func TestExpiryAndAvatars(t *testing.T) {
+	ctx := context.Background()
+	kit := testkit.Start(t)
+	const secret = "provisioning-secret-for-the-test-0123"
+	svc := startWebhooks(t, kit, func(c *webhooks.Config) { c.Provisioning.SharedSecret = secret })
+	alice := kit.NewUser("alice")
+	r := room(t, kit, alice, svc)
+
+	png := []byte("\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N\x00\x00\x00\x00IEND\xaeB`\x82")
+	var fetches int
+	var mu sync.Mutex
+	icons := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		fetches++
+		mu.Unlock()
+		w.Header().Set("Content-Type", "image/png")
+		_, _ = w.Write(png)
+	}))
+	defer icons.Close()
+
+	req, _ := http.NewRequest("POST", "http://"+svc.Config.HooksListen+"/_switchboard/webhooks/v1/rooms/"+string(r)+"/hooks?user_id="+string(alice.UserID),
+		strings.NewReader(`{"name": "short-lived", "expires_in_seconds": 2}`))
+	req.Header.Set("Authorization", "Bearer "+secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created struct {
+		URL  string `json:"url"`
+		Hook struct {
+			ExpiresAt int64 `json:"expires_at"`
+		} `json:"hook"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&created)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || created.Hook.ExpiresAt == 0 {
+		t.Fatalf("create an expiring hook: HTTP %d %+v", resp.StatusCode, created)
+	}
+	for i := range 2 {
+		body := fmt.Sprintf(`{"text": "with avatar %d", "username": "Grafana", "icon_url": %q}`, i, icons.URL+"/grafana.png")
+		if status, answer, _ := post(t, created.URL, "application/json", body, nil); status != 200 {
+			t.Fatalf("post %d: HTTP %d %q", i, status, answer)
+		}
+	}
+	evt := testkit.WaitForEvent(t, alice, r, bodyContains("with avatar 1"), wait)
+	avatar, err := alice.GetAvatarURL(ctx, evt.Sender)
+	if err != nil || avatar.IsEmpty() {
+		t.Errorf("the sender %s has no avatar: %v %v", evt.Sender, avatar, err)
+	} else if data, err := alice.DownloadBytes(ctx, avatar); err != nil || string(data) != string(png) {
+		t.Errorf("the avatar is not the icon: %d bytes, %v", len(data), err)
+	}
+	mu.Lock()
+	if fetches != 1 {
+		t.Errorf("the icon was fetched %d times for two messages, want once", fetches)
+	}
+	mu.Unlock()
+
+	time.Sleep(time.Until(time.UnixMilli(created.Hook.ExpiresAt)) + 100*time.Millisecond)
+	if status, answer, _ := post(t, created.URL, "application/json", `{"text": "too late"}`, nil); status != 404 || answer != "no_service" {
+		t.Errorf("expired hook: HTTP %d %q, want 404 no_service", status, answer)
+	}
+}
+
+// TestOutgoingDeadLetters: a receiver that keeps failing gets max_attempts
+// tries, then the delivery is kept in the dead letters, and a private
+// target is refused unless allowed.
+func TestOutgoingDeadLetters(t *testing.T) {
+	kit := testkit.Start(t)
+	svc := startWebhooks(t, kit, func(c *webhooks.Config) { c.Outgoing.MaxAttempts = 2 })
+	alice := kit.NewUser("alice")
+	r := room(t, kit, alice, svc)
+	var mu sync.Mutex
+	attempts := 0
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		attempts++
+		mu.Unlock()
+		http.Error(w, "broken", http.StatusInternalServerError)
+	}))
+	defer receiver.Close()
+	send(t, alice, r, "!webhook outgoing add "+receiver.URL)
+	testkit.WaitForEvent(t, alice, r, bodyContains("sends this room's messages to"), wait)
+	send(t, alice, r, "into the void")
+	deadline := time.Now().Add(wait)
+	var dead int
+	for dead == 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		if err := svc.DB.QueryRow(context.Background(), `SELECT COUNT(*) FROM webhook_dead_letters`).Scan(&dead); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if dead != 1 || attempts != 2 {
+		t.Errorf("%d dead letters after %d attempts, want 1 after 2", dead, attempts)
+	}
+
+	// With private targets refused (the default), a loopback receiver is
+	// never contacted.
+	kit2 := testkit.Start(t)
+	strict := startWebhooks(t, kit2, func(c *webhooks.Config) {
+		c.Outgoing.AllowPrivateTargets = false
+		c.Outgoing.MaxAttempts = 1
+	})
+	bob := kit2.NewUser("bob")
+	r2 := room(t, kit2, bob, strict)
+	send(t, bob, r2, "!webhook outgoing add "+receiver.URL)
+	testkit.WaitForEvent(t, bob, r2, bodyContains("sends this room's messages to"), wait)
+	before := attempts
+	mu.Unlock()
+	send(t, bob, r2, "to loopback")
+	dead = 0
+	for deadline := time.Now().Add(wait); dead == 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		var msg string
+		err := strict.DB.QueryRow(context.Background(), `SELECT COUNT(*), COALESCE(MAX(error), '') FROM webhook_dead_letters`).Scan(&dead, &msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dead > 0 && !strings.Contains(msg, "allow_private_targets") {
+			t.Errorf("dead letter error %q does not say why", msg)
+		}
+	}
+	mu.Lock()
+	if dead != 1 || attempts != before {
+		t.Errorf("private target: %d dead letters, receiver hit %d times, want 1 and none", dead, attempts-before)
+	}
+}
