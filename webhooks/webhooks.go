@@ -16,7 +16,9 @@ package webhooks
 
 import (
 	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -314,5 +316,14 @@ func (s *Service) ghostFor(hookID, senderName string) id.UserID {
 	if s.Config.SenderMode == "per_hook" || senderName == "" {
 		return s.Config.GhostID(hookID)
 	}
-	return s.Config.GhostID(hookID + "_" + strings.ToLower(senderName))
+	name := strings.ToLower(senderName)
+	userID := s.Config.GhostID(hookID + "_" + name)
+	if len(userID) > 255 {
+		// A user ID is at most 255 bytes, and escaping can triple a name's:
+		// a long name gets a ghost named by its hash (its display name is
+		// still the name).
+		sum := sha256.Sum256([]byte(name))
+		userID = s.Config.GhostID(hookID + "_" + hex.EncodeToString(sum[:12]))
+	}
+	return userID
 }

@@ -559,6 +559,16 @@ func TestExpiryAndAvatars(t *testing.T) {
 	}
 	mu.Unlock()
 
+	// A sender name too long for a user ID still gets a ghost with that name.
+	long := strings.Repeat("漢", 100)
+	if status, answer, _ := post(t, created.URL, "application/json", `{"text": "long name", "username": "`+long+`"}`, nil); status != 200 {
+		t.Fatalf("long name: HTTP %d %q", status, answer)
+	}
+	evt = testkit.WaitForEvent(t, alice, r, bodyContains("long name"), wait)
+	if dn, err := alice.GetDisplayName(ctx, evt.Sender); err != nil || !strings.HasPrefix(dn.DisplayName, long[:60]) || len(evt.Sender) > 255 {
+		t.Errorf("long-named sender %s (%d bytes) is named %v (%v)", evt.Sender, len(evt.Sender), dn, err)
+	}
+
 	time.Sleep(time.Until(time.UnixMilli(created.Hook.ExpiresAt)) + 100*time.Millisecond)
 	if status, answer, _ := post(t, created.URL, "application/json", `{"text": "too late"}`, nil); status != 404 || answer != "no_service" {
 		t.Errorf("expired hook: HTTP %d %q, want 404 no_service", status, answer)
