@@ -639,3 +639,26 @@ func TestOutgoingDeadLetters(t *testing.T) {
 		t.Errorf("private target: %d dead letters, receiver hit %d times, want 1 and none", dead, attempts-before)
 	}
 }
+
+// TestResolvedAlertEdits: with resolved_alerts: edit, the resolution
+// replaces the firing message instead of replying to it.
+func TestResolvedAlertEdits(t *testing.T) {
+	kit := testkit.Start(t)
+	svc := startWebhooks(t, kit, func(c *webhooks.Config) { c.ResolvedAlerts = "edit" })
+	alice := kit.NewUser("alice")
+	r := room(t, kit, alice, svc)
+	url := newHook(t, svc, alice, r, "am")
+	if status, _, _ := post(t, url, "application/json", alertmanagerPayload("firing"), nil); status != 200 {
+		t.Fatal("firing")
+	}
+	fired := testkit.WaitForEvent(t, alice, r, bodyContains("DiskFull"), wait)
+	if status, _, _ := post(t, url, "application/json", alertmanagerPayload("resolved"), nil); status != 200 {
+		t.Fatal("resolved")
+	}
+	edit := testkit.WaitForEvent(t, alice, r, func(evt *event.Event) bool {
+		return evt.Type == event.EventMessage && evt.Content.AsMessage().RelatesTo.GetReplaceID() == fired.ID
+	}, wait)
+	if c := edit.Content.AsMessage(); c.NewContent == nil || !strings.Contains(c.NewContent.Body, "RESOLVED") || edit.Sender != fired.Sender {
+		t.Errorf("the edit from %s (firing from %s) has new content %+v", edit.Sender, fired.Sender, c.NewContent)
+	}
+}
