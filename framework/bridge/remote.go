@@ -153,57 +153,67 @@ func (b *Bridge) remoteMessage(ctx context.Context, msg *RemoteMessage) (id.Even
 	return resp.EventID, err
 }
 
+// remoteAct is a remote user acting on a bridged message (an edit, a
+// reaction): the portal (its remote lock held until unlock), the room,
+// the message and the user's ghost, joined.
+type remoteAct struct {
+	portal *Portal
+	room   id.RoomID
+	target *Message
+	ghost  *Ghost
+}
+
+func (b *Bridge) startRemoteAct(ctx context.Context, portalID string, sender RemoteUser, targetID, what string) (*remoteAct, func(), error) {
+	p, room, unlock, err := b.portalRoom(ctx, portalID)
+	if err != nil {
+		return nil, nil, err
+	}
+	target, err := b.MessageByRemoteID(ctx, p.ID, targetID)
+	if err == nil && target == nil {
+		err = fmt.Errorf("%s %s: message not bridged", what, targetID)
+	}
+	var g *Ghost
+	if err == nil {
+		g, err = b.joinedGhost(ctx, room, sender)
+	}
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return &remoteAct{portal: p, room: room, target: target, ghost: g}, unlock, nil
+}
+
 // RemoteEdit shows an edit of a remote message, as an m.replace of its
 // event from the sender's ghost.
 func (b *Bridge) RemoteEdit(ctx context.Context, portalID string, sender RemoteUser, targetID string, content *event.MessageEventContent) error {
-	p, room, unlock, err := b.portalRoom(ctx, portalID)
+	act, unlock, err := b.startRemoteAct(ctx, portalID, sender, targetID, "edit of")
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	target, err := b.MessageByRemoteID(ctx, p.ID, targetID)
-	if err != nil {
-		return err
-	} else if target == nil {
-		return fmt.Errorf("edit of %s: message not bridged", targetID)
-	}
-	g, err := b.joinedGhost(ctx, room, sender)
-	if err != nil {
-		return err
-	}
 	edit := *content
-	edit.SetEdit(target.EventID)
-	_, err = g.Intent.SendMessageEvent(ctx, room, event.EventMessage, &edit)
+	edit.SetEdit(act.target.EventID)
+	_, err = act.ghost.Intent.SendMessageEvent(ctx, act.room, event.EventMessage, &edit)
 	return err
 }
 
 // RemoteReaction shows a remote user's reaction to a bridged message.
 func (b *Bridge) RemoteReaction(ctx context.Context, portalID string, sender RemoteUser, targetID, key, reactionID string) error {
-	p, room, unlock, err := b.portalRoom(ctx, portalID)
+	act, unlock, err := b.startRemoteAct(ctx, portalID, sender, targetID, "reaction to")
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	target, err := b.MessageByRemoteID(ctx, p.ID, targetID)
-	if err != nil {
-		return err
-	} else if target == nil {
-		return fmt.Errorf("reaction to %s: message not bridged", targetID)
-	}
-	g, err := b.joinedGhost(ctx, room, sender)
-	if err != nil {
-		return err
-	}
-	if existing, err := b.findReaction(ctx, "", p.ID, targetID, g.UserID, key); err != nil {
+	if existing, err := b.findReaction(ctx, "", act.portal.ID, targetID, act.ghost.UserID, key); err != nil {
 		return err
 	} else if existing != nil {
 		return nil
 	}
-	resp, err := g.Intent.SendReaction(ctx, room, target.EventID, key)
+	resp, err := act.ghost.Intent.SendReaction(ctx, act.room, act.target.EventID, key)
 	if err != nil {
 		return err
 	}
-	return b.addReaction(ctx, &reaction{portalID: p.ID, targetID: targetID, sender: g.UserID, key: key, eventID: resp.EventID, remoteID: reactionID})
+	return b.addReaction(ctx, &reaction{portalID: act.portal.ID, targetID: targetID, sender: act.ghost.UserID, key: key, eventID: resp.EventID, remoteID: reactionID})
 }
 
 // RemoteReactionRemove takes back a remote user's reaction.
