@@ -55,7 +55,7 @@ func Sanitize(htmlText string) string {
 			return s.out.String()
 		case html.TextToken:
 			if s.dropping == 0 {
-				writeEscaped(&s.out, z.Text(), false)
+				WriteEscaped(&s.out, z.Text(), false)
 			}
 		case html.StartTagToken, html.SelfClosingTagToken:
 			// A self-closing slash means nothing on an HTML element: <b/>
@@ -193,7 +193,7 @@ func (s *sanitizer) void(name string, z *html.Tokenizer, hasAttr bool) {
 		// its alt text says what it was.
 		for _, a := range attrs {
 			if a.key == "alt" {
-				writeEscaped(&s.out, []byte(a.val), false)
+				WriteEscaped(&s.out, []byte(a.val), false)
 			}
 		}
 	}
@@ -281,20 +281,23 @@ func (s *sanitizer) writeStartTag(name string, attrs []attribute) {
 		// the spec writes a spoiler without a reason.
 		if a.val != "" {
 			s.out.WriteString(`="`)
-			writeEscaped(&s.out, []byte(a.val), true)
+			WriteEscaped(&s.out, []byte(a.val), true)
 			s.out.WriteByte('"')
 		}
 	}
 	s.out.WriteByte('>')
 }
 
-// writeEscaped escapes text for an element's content or a double-quoted
-// attribute value. NUL is dropped: browsers drop it in body text, and it
-// has no business in a message. A carriage return (which can only come
-// from "&#13;", as HTML turns raw ones into line feeds) stays a reference,
-// or the next reader would turn it into a line feed.
-func writeEscaped(b *strings.Builder, t []byte, attr bool) {
-	for _, c := range t {
+// WriteEscaped escapes text for an element's content (attr false) or a
+// double-quoted attribute value exactly as Sanitize writes it, so HTML
+// built with it passes Sanitize unchanged. NUL is dropped: browsers drop
+// it in body text, and it has no business in a message. A carriage return
+// (which can only come from "&#13;", as HTML turns raw ones into line
+// feeds) stays a reference, or the next reader would turn it into a line
+// feed.
+func WriteEscaped[T ~string | ~[]byte](b *strings.Builder, t T, attr bool) {
+	for i := 0; i < len(t); i++ {
+		c := t[i]
 		switch {
 		case c == '&':
 			b.WriteString("&amp;")
