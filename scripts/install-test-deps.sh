@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# webhooks: TestRealAlertmanager starts a real Alertmanager.
+[ -x /usr/bin/prometheus-alertmanager ] || need+=(prometheus-alertmanager)
+# bridges/irc/ircx (and the IRC bridge tests) start a real ngircd.
+[ -x /usr/sbin/ngircd ] || need+=(ngircd)
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 # matrix-js-sdk tests (homeserver/jstest). Node.js must be >= 20; Debian
 # bookworm's nodejs is 18, so there use NodeSource's or a newer Debian's.

@@ -1,0 +1,5 @@
+//go:build !race
+
+package ircx_test
+
+const raceEnabled = false
