@@ -2,6 +2,10 @@ module github.com/switchboard-im/switchboard
 
 go 1.27
 
+// 1.27.1 fixes a database/sql deadlock of 1.27.0 (golang/go#81043) that
+// hung /sync under load.
+toolchain go1.27.1
+
 require (
 	github.com/gin-gonic/gin v1.11.0
 	github.com/lib/pq v1.12.3

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
+	"sync"
 	"time"
 
 	"maunium.net/go/mautrix"
@@ -26,12 +28,16 @@ type queued struct {
 	msg    render.Message
 }
 
-// deliverLoop sends the queue to the homeserver in the order it was
-// accepted. A message that fails because the homeserver is unreachable (or
+// deliverLoop sends the queue to the homeserver: each room's messages in
+// the order they were accepted, rooms side by side (deliveryWorkers at a
+// time). A message that fails because the homeserver is unreachable (or
 // answers 5xx/429 past the client's own retries) is retried with backoff,
-// and the ones after it wait: order matters more than latency for alerts.
-// One the homeserver refuses for good (4xx: the room is gone, the bot was
-// banned) is logged and dropped.
+// and the room's later messages wait for it: order matters more than
+// latency for alerts. One the homeserver refuses for good (4xx: the room
+// is gone, the bot was banned) is logged and dropped. Sent rows are
+// deleted a batch at a time: a row sent but not yet deleted when the
+// process dies is sent again with the same transaction ID, which the
+// homeserver answers with the first event.
 func (s *Service) deliverLoop(ctx context.Context) {
 	backoff := time.Duration(0)
 	for {
@@ -42,7 +48,7 @@ func (s *Service) deliverLoop(ctx context.Context) {
 			case <-time.After(backoff):
 			}
 		}
-		batch, err := s.nextQueued(ctx, 100)
+		batch, err := s.nextQueued(ctx, 200)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -61,37 +67,92 @@ func (s *Service) deliverLoop(ctx context.Context) {
 			}
 			continue
 		}
-		failed := false
-		for _, q := range batch {
-			err := s.deliver(ctx, q)
-			if err == nil || permanent(err) {
+		done, failure := s.deliverBatch(ctx, batch)
+		if len(done) > 0 {
+			if _, err := s.DB.Exec(ctx, `DELETE FROM webhook_queue WHERE seq IN (`+placeholders(len(done))+`)`, done...); err != nil && ctx.Err() == nil {
+				s.Log.Err(err).Msg("Failed to remove delivered webhook messages from the queue")
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if failure != nil {
+			if backoff == 0 {
+				s.Log.Warn().Err(failure).Msg("Homeserver unreachable; webhook messages stay queued and are retried")
+			}
+			backoff = retryBackoff(backoff)
+			continue
+		}
+		if backoff > 0 {
+			s.Log.Info().Msg("Homeserver reachable again; delivering queued webhook messages")
+		}
+		backoff = 0
+	}
+}
+
+// deliveryWorkers is how many rooms' messages are sent at once.
+const deliveryWorkers = 8
+
+// attemptTimeout bounds one message's delivery (ghost, join, send, with
+// the client's retries), so one hung request holds up its room for a
+// while, not for the client's whole timeout.
+const attemptTimeout = 30 * time.Second
+
+// deliverBatch sends a batch room by room and returns the queue positions
+// to delete (sent, or refused for good) and a transient failure, if any
+// room met one (that room's later messages were left for the retry).
+func (s *Service) deliverBatch(ctx context.Context, batch []queued) (done []any, failure error) {
+	var rooms []id.RoomID
+	byRoom := map[id.RoomID][]queued{}
+	for _, q := range batch {
+		if byRoom[q.roomID] == nil {
+			rooms = append(rooms, q.roomID)
+		}
+		byRoom[q.roomID] = append(byRoom[q.roomID], q)
+	}
+	var mu sync.Mutex
+	sem := make(chan struct{}, deliveryWorkers)
+	var wg sync.WaitGroup
+	for _, room := range rooms {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(queue []queued) {
+			defer func() { <-sem; wg.Done() }()
+			for _, q := range queue {
+				attempt, cancel := context.WithTimeout(ctx, attemptTimeout)
+				err := s.deliver(attempt, q)
+				cancel()
+				if err != nil && !permanent(err) {
+					_, _ = s.DB.Exec(ctx, `UPDATE webhook_queue SET attempts = attempts + 1 WHERE seq = $1`, q.seq)
+					mu.Lock()
+					failure = err
+					mu.Unlock()
+					return
+				}
 				if err != nil {
 					s.Log.Error().Err(err).Int64("seq", q.seq).Str("hook", q.hookID).Stringer("room_id", q.roomID).
 						Msg("The homeserver refused a webhook message; dropping it")
 				}
-				if _, err := s.DB.Exec(ctx, `DELETE FROM webhook_queue WHERE seq = $1`, q.seq); err != nil && ctx.Err() == nil {
-					s.Log.Err(err).Msg("Failed to remove a delivered webhook message from the queue")
-				}
-				continue
+				mu.Lock()
+				done = append(done, q.seq)
+				mu.Unlock()
 			}
-			if ctx.Err() != nil {
-				return
-			}
-			if backoff == 0 {
-				s.Log.Warn().Err(err).Msg("Homeserver unreachable; webhook messages stay queued and are retried")
-			}
-			_, _ = s.DB.Exec(ctx, `UPDATE webhook_queue SET attempts = attempts + 1 WHERE seq = $1`, q.seq)
-			backoff = retryBackoff(backoff)
-			failed = true
-			break
-		}
-		if !failed {
-			if backoff > 0 {
-				s.Log.Info().Msg("Homeserver reachable again; delivering queued webhook messages")
-			}
-			backoff = 0
-		}
+		}(byRoom[room])
 	}
+	wg.Wait()
+	return done, failure
+}
+
+// placeholders is "$1, $2, …, $n".
+func placeholders(n int) string {
+	var b strings.Builder
+	for i := 1; i <= n; i++ {
+		if i > 1 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d", i)
+	}
+	return b.String()
 }
 
 func retryBackoff(prev time.Duration) time.Duration {

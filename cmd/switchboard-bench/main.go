@@ -15,7 +15,9 @@
 // backlog drain). The framework suite (framework.go) runs after it; its
 // lines start with "bench framework" (a no-op bot on the appservice
 // framework: events handled per second live and from a backlog, memory per
-// ghost).
+// ghost). The webhooks suite (webhooks.go) runs last; its lines start with
+// "bench webhooks" (webhook requests accepted per second, POST → sync
+// latency at a fixed rate).
 //
 // It reports; it does not pass or fail on a figure. It exits non-zero only
 // when the server cannot be started or stopped cleanly, or when every
@@ -43,11 +45,12 @@ type options struct {
 	duration time.Duration
 	database string
 	keep     bool
-	// suite selects the benchmarks: all, accounts, messaging, appservice or framework.
+	// suite selects the benchmarks: all, accounts, messaging, appservice, framework or webhooks.
 	suite      string
 	messaging  messagingOptions
 	appservice appserviceOptions
 	framework  frameworkOptions
+	webhooks   webhooksOptions
 	// serverPerf, when set, is where perf(1) records the server process's
 	// CPU profile during the load phases (hidden flag --perf-record: a
 	// diagnosis aid, see docs/performance.md).
@@ -67,13 +70,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each load phase")
 	fs.StringVar(&o.database, "database", "", "database URI for the server (default: SQLite in the temp data dir; postgres://… to bench PostgreSQL — use a throwaway database)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp data dir (config, database, server.log) after the run")
-	fs.StringVar(&o.suite, "suite", "all", "benchmarks to run: all, accounts (logins, whoami), messaging (sends, /sync), appservice (transactions) or framework (bot on the appservice framework)")
+	fs.StringVar(&o.suite, "suite", "all", "benchmarks to run: all, accounts (logins, whoami), messaging (sends, /sync), appservice (transactions), framework (bot on the appservice framework) or webhooks (webhook bridge)")
 	addMessagingFlags(fs, &o.messaging)
 	addAppserviceFlags(fs, &o.appservice)
 	addFrameworkFlags(fs, &o.framework)
+	addWebhooksFlags(fs, &o.webhooks)
 	fs.StringVar(&o.serverPerf, "perf-record", "", "")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: switchboard-bench [--binary PATH] [--suite all|accounts|messaging|appservice|framework] [--clients N] [--duration D] [--database URI] [--keep]")
+		fmt.Fprintln(stderr, "usage: switchboard-bench [--binary PATH] [--suite all|accounts|messaging|appservice|framework|webhooks] [--clients N] [--duration D] [--database URI] [--keep]")
 		fs.VisitAll(func(f *flag.Flag) {
 			if f.Usage == "" { // hidden diagnosis flags
 				return
@@ -99,11 +103,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "switchboard-bench: --clients must be ≥ 1 and --duration > 0")
 		return 2
 	}
-	if o.suite != "all" && o.suite != "accounts" && o.suite != "messaging" && o.suite != "appservice" && o.suite != "framework" {
-		fmt.Fprintln(stderr, "switchboard-bench: --suite must be all, accounts, messaging, appservice or framework")
+	if o.suite != "all" && o.suite != "accounts" && o.suite != "messaging" && o.suite != "appservice" && o.suite != "framework" && o.suite != "webhooks" {
+		fmt.Fprintln(stderr, "switchboard-bench: --suite must be all, accounts, messaging, appservice, framework or webhooks")
 		return 2
 	}
-	if err := errors.Join(o.messaging.validate(), o.appservice.validate(), o.framework.validate()); err != nil {
+	if err := errors.Join(o.messaging.validate(), o.appservice.validate(), o.framework.validate(), o.webhooks.validate()); err != nil {
 		fmt.Fprintf(stderr, "switchboard-bench: %v\n", err)
 		return 2
 	}
@@ -180,7 +184,15 @@ func (b *bench) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return errors.New("interrupted")
 		}
-		return b.runFramework(ctx)
+		if err := b.runFramework(ctx); err != nil {
+			return err
+		}
+	}
+	if b.opts.suite == "all" || b.opts.suite == "webhooks" {
+		if ctx.Err() != nil {
+			return errors.New("interrupted")
+		}
+		return b.runWebhooks(ctx)
 	}
 	return nil
 }
