@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -225,6 +226,19 @@ func TestIncomingFormats(t *testing.T) {
 		}, wait)
 		if to := resolved.Content.AsMessage().RelatesTo.GetReplyTo(); to != fired.ID {
 			t.Errorf("resolved alert replies to %q, want the firing message %s", to, fired.ID)
+		}
+
+		// Grafana's contact point (its documented example payload).
+		grafana, err := os.ReadFile("render/testdata/grafana-firing.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status, _, _ := post(t, url, "application/json", string(grafana), nil); status != 200 {
+			t.Fatalf("grafana: HTTP %d", status)
+		}
+		evt = testkit.WaitForEvent(t, alice, r, bodyContains("triggered for zone eu-1"), wait)
+		if msg := evt.Content.AsMessage(); !strings.Contains(msg.FormattedBody, "High memory usage") || !strings.Contains(msg.FormattedBody, "href=") {
+			t.Errorf("grafana message HTML = %q", msg.FormattedBody)
 		}
 
 		// Generic JSON through the hook's template.
