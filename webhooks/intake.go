@@ -20,6 +20,7 @@ import (
 	"github.com/switchboard-im/switchboard/framework"
 	"github.com/switchboard-im/switchboard/webhooks/render"
 	"go.mau.fi/util/random"
+	"maunium.net/go/mautrix/id"
 )
 
 // routes is the hook listener's handler: the hooks and the provisioning
@@ -138,14 +139,32 @@ func (s *Service) templateOf(hook *Hook) (*template.Template, error) {
 	return t, nil
 }
 
-// enqueue stores a message for delivery and wakes the worker.
+// enqueue stores a message for delivery (in the writer's next group
+// commit) and wakes the delivery worker.
 func (s *Service) enqueue(ctx context.Context, hook *Hook, msg *render.Message) error {
 	raw, err := json.Marshal(msg)
 	if err != nil {
 		return err
 	}
-	_, err = s.DB.Exec(ctx, `INSERT INTO webhook_queue (txn_id, hook_id, room_id, message, received_at) VALUES ($1, $2, $3, $4, $5)`,
-		"webhook-"+random.String(20), hook.ID, hook.RoomID, string(raw), time.Now().UnixMilli())
+	req := queueWrite{hookID: hook.ID, roomID: hook.RoomID, message: string(raw), done: make(chan error, 1)}
+	select {
+	case s.writes <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.writerStop:
+		return errors.New("webhooks: stopping")
+	}
+	select {
+	case err = <-req.done:
+	case <-ctx.Done():
+		return ctx.Err() // the write may still land: the caller got no "ok", a resend is theirs to decide
+	case <-s.writerStop:
+		select {
+		case err = <-req.done: // committed in the writer's last batch
+		case <-time.After(time.Second):
+			return errors.New("webhooks: stopping")
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -154,6 +173,62 @@ func (s *Service) enqueue(ctx context.Context, hook *Hook, msg *render.Message) 
 	default:
 	}
 	return nil
+}
+
+// queueWrite is one accepted message waiting for the queue writer.
+type queueWrite struct {
+	hookID  string
+	roomID  id.RoomID
+	message string
+	done    chan error
+}
+
+// maxGroupCommit bounds how many requests one queue transaction holds.
+const maxGroupCommit = 256
+
+// queueWriter inserts accepted messages into the queue, each transaction
+// holding every request that arrived while the previous one committed
+// (group commit): with SQLite, one fsync serves many callers, and callers
+// wait in a Go channel, in order, not in SQLite's busy handler. It stops
+// when writerStop closes, after committing what was handed to it.
+func (s *Service) queueWriter() {
+	for {
+		var batch []queueWrite
+		select {
+		case first := <-s.writes:
+			batch = append(batch, first)
+		case <-s.writerStop:
+			select {
+			case first := <-s.writes:
+				batch = append(batch, first)
+			default:
+				return
+			}
+		}
+	collect:
+		for len(batch) < maxGroupCommit {
+			select {
+			case w := <-s.writes:
+				batch = append(batch, w)
+			default:
+				break collect
+			}
+		}
+		now := time.Now().UnixMilli()
+		err := s.DB.DoTxn(context.Background(), nil, func(ctx context.Context) error {
+			for _, w := range batch {
+				_, err := s.DB.Exec(ctx, `INSERT INTO webhook_queue (txn_id, hook_id, room_id, message, received_at) VALUES ($1, $2, $3, $4, $5)`,
+					"webhook-"+random.String(20), w.hookID, w.roomID, w.message, now)
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		for _, w := range batch {
+			w.done <- err
+		}
+	}
 }
 
 // hookLimiter is a hook's token bucket; buckets unused for ten minutes

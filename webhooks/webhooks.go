@@ -180,12 +180,15 @@ type Service struct {
 	limitsMu sync.Mutex
 	perHook  map[string]*hookLimiter
 
-	wake     chan struct{} // a message was queued
-	hooksLn  net.Listener
-	server   *http.Server
-	serveErr chan error
-	stopWork context.CancelFunc
-	workers  sync.WaitGroup
+	wake       chan struct{}   // a message was queued
+	writes     chan queueWrite // accepted messages for the queue writer
+	writerStop chan struct{}
+	writerWG   sync.WaitGroup
+	hooksLn    net.Listener
+	server     *http.Server
+	serveErr   chan error
+	stopWork   context.CancelFunc
+	workers    sync.WaitGroup
 
 	outgoing *outgoing
 }
@@ -211,15 +214,17 @@ func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Service, error)
 		return nil, fmt.Errorf("database: upgrade webhook schema: %w", err)
 	}
 	s := &Service{
-		Config:  cfg,
-		AS:      b.AS,
-		Bot:     b,
-		DB:      db,
-		Log:     log,
-		auth:    framework.NewProvisioningAuth(cfg.Provisioning.SharedSecret, &cfg.Config),
-		global:  framework.NewLimiter(cfg.RateLimits.Global.PerSecond, cfg.RateLimits.Global.Burst),
-		perHook: map[string]*hookLimiter{},
-		wake:    make(chan struct{}, 1),
+		Config:     cfg,
+		AS:         b.AS,
+		Bot:        b,
+		DB:         db,
+		Log:        log,
+		auth:       framework.NewProvisioningAuth(cfg.Provisioning.SharedSecret, &cfg.Config),
+		global:     framework.NewLimiter(cfg.RateLimits.Global.PerSecond, cfg.RateLimits.Global.Burst),
+		perHook:    map[string]*hookLimiter{},
+		wake:       make(chan struct{}, 1),
+		writes:     make(chan queueWrite, maxGroupCommit),
+		writerStop: make(chan struct{}),
 	}
 	// Anyone on the homeserver may invite the bot; what it does in a room
 	// is limited by the room's power levels.
@@ -264,6 +269,8 @@ func (s *Service) Start(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
+	s.writerWG.Add(1)
+	go func() { defer s.writerWG.Done(); s.queueWriter() }()
 	s.server = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
 	s.serveErr = make(chan error, 1)
 	go func() { s.serveErr <- s.server.Serve(ln) }()
@@ -286,6 +293,10 @@ func (s *Service) Stop() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_ = s.server.Shutdown(ctx)
 		cancel()
+		// The writer commits what it was handed and stops; a request still
+		// running after the shutdown timeout is refused, not lost.
+		close(s.writerStop)
+		s.writerWG.Wait()
 		s.stopWork()
 		s.workers.Wait()
 	}
