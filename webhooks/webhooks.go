@@ -191,6 +191,7 @@ type Service struct {
 	workers    sync.WaitGroup
 
 	outgoing *outgoing
+	stopOnce sync.Once
 }
 
 type hookLimiter struct {
@@ -284,8 +285,11 @@ func (s *Service) Start(ctx context.Context) error {
 }
 
 // Stop stops accepting requests (those being answered complete), stops
-// the workers (what is queued stays queued) and the appservice.
-func (s *Service) Stop() {
+// the workers (what is queued stays queued) and the appservice. Calls
+// after the first do nothing.
+func (s *Service) Stop() { s.stopOnce.Do(s.stop) }
+
+func (s *Service) stop() {
 	if s.server == nil && s.hooksLn != nil {
 		s.hooksLn.Close() // bound, never started
 	}

@@ -473,19 +473,7 @@ func (b *bench) runAppservice(ctx context.Context) (err error) {
 	}
 	b.reportAppservice("rss_idle_mb=%.1f rss_after_mb=%.1f rss_peak_mb=%.1f", mib(idle.rssKiB), mib(after.rssKiB), mib(after.hwmKiB))
 
-	code, took, stopErr := b.srv.stop(15 * time.Second)
-	b.reportAppservice("shutdown_ms=%d exit_code=%d", took.Milliseconds(), code)
-	if stopErr != nil {
-		problems = append(problems, stopErr.Error())
-	}
-	if ctx.Err() != nil {
-		problems = append(problems, "interrupted")
-	}
-	if len(problems) > 0 {
-		b.srv.printLogTail(b.errOut)
-		return errors.New(strings.Join(problems, "; "))
-	}
-	return nil
+	return b.endSuite(ctx, b.reportAppservice, problems)
 }
 
 // writeASRegistration writes the bench appservice's registration into the

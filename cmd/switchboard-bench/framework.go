@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -327,19 +326,7 @@ func (b *bench) runFramework(ctx context.Context) (err error) {
 		fb.app.Stop()
 		fb.app = nil
 	}
-	code, took, stopErr := b.srv.stop(15 * time.Second)
-	b.reportFramework("shutdown_ms=%d exit_code=%d", took.Milliseconds(), code)
-	if stopErr != nil {
-		problems = append(problems, stopErr.Error())
-	}
-	if ctx.Err() != nil {
-		problems = append(problems, "interrupted")
-	}
-	if len(problems) > 0 {
-		b.srv.printLogTail(b.errOut)
-		return errors.New(strings.Join(problems, "; "))
-	}
-	return nil
+	return b.endSuite(ctx, b.reportFramework, problems)
 }
 
 // fwBacklogPhase stops the bot, sends n messages, starts the bot again and

@@ -161,19 +161,7 @@ func (b *bench) runMessaging(ctx context.Context) (err error) {
 	b.reportMessaging("rss_idle_mb=%.1f rss_after_logins_mb=%.1f rss_peak_after_logins_mb=%.1f rss_peak_before_initial_sync_mb=%.1f rss_after_mb=%.1f rss_peak_mb=%.1f",
 		mib(idle.rssKiB), mib(afterLogins.rssKiB), mib(afterLogins.hwmKiB), mib(rssBeforeSync.hwmKiB), mib(after.rssKiB), mib(after.hwmKiB))
 
-	code, took, stopErr := b.srv.stop(15 * time.Second)
-	b.reportMessaging("shutdown_ms=%d exit_code=%d", took.Milliseconds(), code)
-	if stopErr != nil {
-		problems = append(problems, stopErr.Error())
-	}
-	if ctx.Err() != nil {
-		problems = append(problems, "interrupted")
-	}
-	if len(problems) > 0 {
-		b.srv.printLogTail(b.errOut)
-		return errors.New(strings.Join(problems, "; "))
-	}
-	return nil
+	return b.endSuite(ctx, b.reportMessaging, problems)
 }
 
 // newMessagingTransport is shared by all clients: enough idle connections

@@ -97,7 +97,38 @@ func (s *server) command(ctx context.Context, args ...string) *exec.Cmd {
 
 // tuneConfig edits the generated YAML in place (comments kept).
 func (s *server) tuneConfig() error {
-	path := filepath.Join(s.dataDir, "switchboard.yaml")
+	return editConfig(s.dataDir, func(root *yaml.Node) error {
+		limits := mapValue(root, "rate_limits")
+		if limits == nil || limits.Kind != yaml.MappingNode {
+			return errors.New("generated config has no rate_limits mapping")
+		}
+		for i := 1; i < len(limits.Content); i += 2 {
+			per := mapValue(limits.Content[i], "per_second")
+			if per == nil {
+				return fmt.Errorf("rate_limits.%s has no per_second", limits.Content[i-1].Value)
+			}
+			per.Value, per.Tag = "0", "!!int"
+		}
+		level := mapValue(mapValue(root, "logging"), "level")
+		if level == nil {
+			return errors.New("generated config has no logging.level")
+		}
+		level.Value = "warn"
+		hashNode := mapValue(mapValue(root, "auth"), "password_hashing")
+		if hashNode == nil {
+			return errors.New("generated config has no auth.password_hashing")
+		}
+		if err := hashNode.Decode(&s.cfgHashing); err != nil {
+			return fmt.Errorf("auth.password_hashing: %w", err)
+		}
+		return nil
+	})
+}
+
+// editConfig rewrites DATA/switchboard.yaml after edit changed its YAML
+// tree (the root mapping).
+func editConfig(dataDir string, edit func(root *yaml.Node) error) error {
+	path := filepath.Join(dataDir, "switchboard.yaml")
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
@@ -109,29 +140,8 @@ func (s *server) tuneConfig() error {
 	if len(doc.Content) != 1 {
 		return errors.New("generated config is not one YAML document")
 	}
-	root := doc.Content[0]
-	limits := mapValue(root, "rate_limits")
-	if limits == nil || limits.Kind != yaml.MappingNode {
-		return errors.New("generated config has no rate_limits mapping")
-	}
-	for i := 1; i < len(limits.Content); i += 2 {
-		per := mapValue(limits.Content[i], "per_second")
-		if per == nil {
-			return fmt.Errorf("rate_limits.%s has no per_second", limits.Content[i-1].Value)
-		}
-		per.Value, per.Tag = "0", "!!int"
-	}
-	level := mapValue(mapValue(root, "logging"), "level")
-	if level == nil {
-		return errors.New("generated config has no logging.level")
-	}
-	level.Value = "warn"
-	hashNode := mapValue(mapValue(root, "auth"), "password_hashing")
-	if hashNode == nil {
-		return errors.New("generated config has no auth.password_hashing")
-	}
-	if err := hashNode.Decode(&s.cfgHashing); err != nil {
-		return fmt.Errorf("auth.password_hashing: %w", err)
+	if err := edit(doc.Content[0]); err != nil {
+		return err
 	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
@@ -368,4 +378,23 @@ func (b *bench) startPerf() (func(), error) {
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
 	}, nil
+}
+
+// endSuite stops the suite's server, reports how (with the suite's report
+// function) and turns the problems seen into the suite's error, printing
+// the end of the server log when there are any.
+func (b *bench) endSuite(ctx context.Context, report func(format string, args ...any), problems []string) error {
+	code, took, stopErr := b.srv.stop(15 * time.Second)
+	report("shutdown_ms=%d exit_code=%d", took.Milliseconds(), code)
+	if stopErr != nil {
+		problems = append(problems, stopErr.Error())
+	}
+	if ctx.Err() != nil {
+		problems = append(problems, "interrupted")
+	}
+	if len(problems) > 0 {
+		b.srv.printLogTail(b.errOut)
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
 }

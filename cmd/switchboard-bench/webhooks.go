@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -323,19 +321,7 @@ func (b *bench) runWebhooks(ctx context.Context) (err error) {
 		return err
 	}
 	b.reportWebhooks("rss_idle_mb=%.1f rss_after_mb=%.1f rss_peak_mb=%.1f", mib(idle.rssKiB), mib(after.rssKiB), mib(after.hwmKiB))
-	code, took, stopErr := b.srv.stop(15 * time.Second)
-	b.reportWebhooks("shutdown_ms=%d exit_code=%d", took.Milliseconds(), code)
-	if stopErr != nil {
-		problems = append(problems, stopErr.Error())
-	}
-	if ctx.Err() != nil {
-		problems = append(problems, "interrupted")
-	}
-	if len(problems) > 0 {
-		b.srv.printLogTail(b.errOut)
-		return errors.New(strings.Join(problems, "; "))
-	}
-	return nil
+	return b.endSuite(ctx, b.reportWebhooks, problems)
 }
 
 // whPoster posts bench messages to the hook.
@@ -632,35 +618,16 @@ func provisionHook(ctx context.Context, base, secret string, user id.UserID, roo
 // tuneWebhooksConfig edits the webhooks section of the generated config:
 // the provisioning shared secret, and no rate limits.
 func tuneWebhooksConfig(dataDir, secret string) error {
-	path := filepath.Join(dataDir, "switchboard.yaml")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("read config: %w", err)
-	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return fmt.Errorf("parse generated config: %w", err)
-	}
-	if len(doc.Content) != 1 {
-		return errors.New("generated config is not one YAML document")
-	}
-	section := mapValue(doc.Content[0], "webhooks")
-	if section == nil || section.Kind != yaml.MappingNode {
-		return errors.New("generated config has no webhooks section")
-	}
-	setScalar(section, "!!str", secret, "provisioning", "shared_secret")
-	setScalar(section, "!!int", "0", "rate_limits", "per_hook", "per_second")
-	setScalar(section, "!!int", "0", "rate_limits", "global", "per_second")
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	if err := enc.Encode(&doc); err != nil {
-		return fmt.Errorf("encode config: %w", err)
-	}
-	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
-		return fmt.Errorf("write config: %w", err)
-	}
-	return nil
+	return editConfig(dataDir, func(root *yaml.Node) error {
+		section := mapValue(root, "webhooks")
+		if section == nil || section.Kind != yaml.MappingNode {
+			return errors.New("generated config has no webhooks section")
+		}
+		setScalar(section, "!!str", secret, "provisioning", "shared_secret")
+		setScalar(section, "!!int", "0", "rate_limits", "per_hook", "per_second")
+		setScalar(section, "!!int", "0", "rate_limits", "global", "per_second")
+		return nil
+	})
 }
 
 // setScalar sets m[keys[0]][keys[1]]… = value, creating the mappings on
