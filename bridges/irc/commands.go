@@ -1,0 +1,203 @@
+package irc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/switchboard-im/switchboard/framework/bot"
+	"github.com/switchboard-im/switchboard/framework/bridge"
+)
+
+// addCommands gives the bridge bot the IRC commands, and a link command
+// that takes the network and the channel as two words.
+func (c *core) addCommands() {
+	b := c.br.Bot
+	b.Command(&bot.Command{
+		Name: "link", Usage: "<network> <#channel>", MinArgs: 1, MaxArgs: 2, MinPower: 50,
+		Help: "Bridge this room to an IRC channel (`network/#channel` works too; with one network, `#channel` alone).",
+		Run:  c.cmdLink,
+	})
+	b.Command(&bot.Command{
+		Name: "nick", Usage: "[network] [nick]", MaxArgs: 2,
+		Help: "Show your IRC nicks, or change yours (on this room's network, or the one named).",
+		Run:  c.cmdNick,
+	})
+	b.Command(&bot.Command{
+		Name: "whois", Usage: "[network] <nick>", MinArgs: 1, MaxArgs: 2,
+		Help: "Ask the IRC server about a user.",
+		Run:  c.cmdWhois,
+	})
+	b.Command(&bot.Command{
+		Name: "networks",
+		Help: "List the IRC networks and their state.",
+		Run:  c.cmdNetworks,
+	})
+}
+
+func (c *core) networkIDs() string {
+	ids := make([]string, len(c.order))
+	for i, n := range c.order {
+		ids[i] = n.cfg.ID
+	}
+	return strings.Join(ids, ", ")
+}
+
+// commandUser is the user running a command, who needs the permission
+// "user".
+func (c *core) commandUser(ctx context.Context, cc *bot.CommandContext) (*bridge.User, error) {
+	u, err := c.br.User(ctx, cc.Sender())
+	if err != nil {
+		return nil, err
+	}
+	if u.Permission < bridge.PermissionUser {
+		return nil, bot.Errorf("You need the bridge permission \"user\" for `%s`; you have %q.", cc.Path, u.Permission)
+	}
+	return u, nil
+}
+
+// networkFor is the network a command means: the one named, else the
+// room's portal's, else the only one.
+func (c *core) networkFor(ctx context.Context, cc *bot.CommandContext, name string) (*network, error) {
+	if name != "" {
+		if n := c.networks[name]; n != nil {
+			return n, nil
+		}
+		return nil, bot.Errorf("There is no IRC network %q; the networks are %s.", name, c.networkIDs())
+	}
+	if p, err := c.br.PortalByRoom(ctx, cc.RoomID()); err == nil && p != nil {
+		if n, _, _, err := c.route(p.ID); err == nil {
+			return n, nil
+		}
+	}
+	if len(c.order) == 1 {
+		return c.order[0], nil
+	}
+	return nil, bot.Errorf("Which network? Name one of %s.", c.networkIDs())
+}
+
+func (c *core) cmdLink(ctx context.Context, cc *bot.CommandContext) error {
+	if _, err := c.commandUser(ctx, cc); err != nil {
+		return err
+	}
+	channel := strings.Join(cc.Args, " ")
+	p, warning, err := c.br.Link(ctx, cc.RoomID(), channel, cc.Sender())
+	switch {
+	case errors.Is(err, bridge.ErrUnknownChannel):
+		return bot.Errorf("There is no channel %q: write `%slink <network> <#channel>` (networks: %s).", channel, c.br.Bot.CommandPrefix, c.networkIDs())
+	case errors.Is(err, bridge.ErrAlreadyLinked):
+		return bot.Errorf("Not linked: %v.", err)
+	case err != nil:
+		return err
+	}
+	n, ch, _, _ := c.route(p.ID)
+	reply := fmt.Sprintf("This room is now bridged to %s on %s.", ch, n.cfg.Name)
+	if warning != "" {
+		reply += " " + warning
+	}
+	_, err = cc.Reply(ctx, reply)
+	return err
+}
+
+func (c *core) cmdNick(ctx context.Context, cc *bot.CommandContext) error {
+	if _, err := c.commandUser(ctx, cc); err != nil {
+		return err
+	}
+	if len(cc.Args) == 0 {
+		var sb strings.Builder
+		for _, n := range c.order {
+			var nick string
+			if p := n.existingPuppet(cc.Sender()); p != nil {
+				nick = p.nick()
+			}
+			if nick != "" {
+				fmt.Fprintf(&sb, "- %s: you are `%s`\n", n.cfg.Name, nick)
+			} else {
+				fmt.Fprintf(&sb, "- %s: not connected; you will be `%s`\n", n.cfg.Name, n.puppet(cc.Sender()).desiredNick(ctx))
+			}
+		}
+		_, err := cc.Reply(ctx, sb.String())
+		return err
+	}
+	var netName string
+	nick := cc.Args[0]
+	if len(cc.Args) == 2 {
+		netName, nick = cc.Args[0], cc.Args[1]
+	}
+	n, err := c.networkFor(ctx, cc, netName)
+	if err != nil {
+		return err
+	}
+	if !validNick(nick, n.bot.ISupport().NickLen) {
+		return bot.Errorf("`%s` is not a nick %s takes (letters, digits and `[]\\`^_{|}-`, not starting with a digit or `-`, at most %d bytes).",
+			nick, n.cfg.Name, n.bot.ISupport().NickLen)
+	}
+	p := n.puppet(cc.Sender())
+	err = p.setNick(ctx, nick)
+	if err != nil && !errors.Is(err, errNotConnected) {
+		return bot.Errorf("%s refused the nick `%s`: %v", n.cfg.Name, nick, err)
+	}
+	if serr := c.br.AS.UserKV(cc.Sender()).Set(ctx, n.kvKey("nick"), nick); serr != nil {
+		return serr
+	}
+	if errors.Is(err, errNotConnected) {
+		_, err = cc.Reply(ctx, fmt.Sprintf("You will be `%s` on %s when you next connect.", nick, n.cfg.Name))
+	} else {
+		_, err = cc.Reply(ctx, fmt.Sprintf("You are now `%s` on %s.", nick, n.cfg.Name))
+	}
+	return err
+}
+
+func (c *core) cmdWhois(ctx context.Context, cc *bot.CommandContext) error {
+	if _, err := c.commandUser(ctx, cc); err != nil {
+		return err
+	}
+	var netName string
+	nick := cc.Args[0]
+	if len(cc.Args) == 2 {
+		netName, nick = cc.Args[0], cc.Args[1]
+	}
+	n, err := c.networkFor(ctx, cc, netName)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	lines, err := n.whoisUser(wctx, nick)
+	if err != nil {
+		return bot.Errorf("%s: %v.", n.cfg.Name, err)
+	}
+	_, err = cc.Reply(ctx, "```\n"+strings.ReplaceAll(strings.Join(lines, "\n"), "```", "'''")+"\n```")
+	return err
+}
+
+func (c *core) cmdNetworks(ctx context.Context, cc *bot.CommandContext) error {
+	var sb strings.Builder
+	for _, n := range c.order {
+		up, _, why := n.status()
+		state := "disconnected (" + orUnknown(why) + ")"
+		if up {
+			state = "connected as `" + n.bot.Nick() + "`"
+		}
+		puppets := 0
+		for _, p := range n.allPuppets() {
+			if p.connected() {
+				puppets++
+			}
+		}
+		portals, err := n.portals(ctx)
+		if err != nil {
+			return err
+		}
+		tls := ""
+		if n.cfg.TLS {
+			tls = ", TLS"
+		}
+		fmt.Fprintf(&sb, "- **%s** (`%s`, %s%s): %s; %d Matrix users connected; %d bridged rooms\n",
+			n.cfg.Name, n.cfg.ID, n.addr, tls, state, puppets, len(portals))
+	}
+	_, err := cc.Reply(ctx, sb.String())
+	return err
+}

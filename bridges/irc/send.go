@@ -1,0 +1,239 @@
+package irc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"gopkg.in/irc.v3"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/switchboard-im/switchboard/bridges/irc/ircfmt"
+	"github.com/switchboard-im/switchboard/bridges/irc/ircx"
+	"github.com/switchboard-im/switchboard/framework/bridge"
+)
+
+// sendTimeout bounds a message's delivery, flood control included.
+const sendTimeout = 2 * time.Minute
+
+// SendMessage delivers a Matrix message from the sender's puppet (or the
+// bot, relayed). IRC messages have no IDs on servers without IRCv3
+// msgid, so none is returned.
+func (c *core) SendMessage(ctx context.Context, msg *bridge.MatrixMessage) (string, error) {
+	edit := msg.Event.Content.AsMessage().RelatesTo.GetReplaceID() != ""
+	return "", c.send(ctx, msg, edit)
+}
+
+// SendEdit sends an edit as IRC users write corrections: "* new text".
+func (c *core) SendEdit(ctx context.Context, msg *bridge.MatrixMessage) (string, error) {
+	return "", c.send(ctx, msg, true)
+}
+
+func (c *core) send(ctx context.Context, msg *bridge.MatrixMessage, edit bool) error {
+	n, channel, dmNick, err := c.route(msg.Portal.ID)
+	if err != nil {
+		return err
+	}
+	if !n.isUp() {
+		return n.errDown()
+	}
+	ctx, cancel := context.WithTimeout(ctx, sendTimeout)
+	defer cancel()
+	target := channel
+	if channel == "" {
+		target = dmNick
+	}
+	var conn *ircx.Conn
+	var p *puppet
+	if msg.Relayed {
+		if channel == "" {
+			return errors.New("direct chats are not relayed")
+		}
+		if _, ok := n.bot.Channel(channel); !ok {
+			return fmt.Errorf("the bridge bot is not in %s", channel)
+		}
+		conn = n.bot
+	} else {
+		p = n.puppet(msg.Sender.ID)
+		if conn, err = p.ready(ctx, channel); err != nil {
+			return err
+		}
+	}
+	lines := c.ircLines(ctx, n, conn, msg, target, channel, edit)
+	if len(lines) == 0 {
+		return nil
+	}
+	if p != nil {
+		p.sent(target, msg.Event.RoomID, msg.Event.ID)
+	}
+	for _, line := range lines {
+		if err := conn.Send(ctx, line); err != nil {
+			if errors.Is(err, ircx.ErrNotConnected) {
+				return fmt.Errorf("the connection to %s dropped: %s", n.cfg.Name, shortError(err))
+			}
+			return fmt.Errorf("not sent: %s", shortError(err))
+		}
+	}
+	if p != nil {
+		p.touch()
+	}
+	return nil
+}
+
+// ircLines renders a Matrix message as the IRC lines to send: formatting
+// in mIRC codes, a reply as "nick: text", an edit as "* text", media as
+// "name <link>", emotes as CTCP ACTION; every line fits the server's line
+// length, and past max_lines the last line links to the whole message.
+func (c *core) ircLines(ctx context.Context, n *network, conn *ircx.Conn, msg *bridge.MatrixMessage, target, channel string, edit bool) []*irc.Message {
+	content := msg.Content
+	opts := ircfmt.Options{
+		Pill:     func(u id.UserID, label string) string { return c.ircName(ctx, n, msg.Portal, channel, u, label) },
+		RoomPill: func(a id.RoomAlias, label string) string { return c.channelOfAlias(n, a) },
+	}
+	var text string
+	switch {
+	case msg.Event.Type == event.EventSticker:
+		text = c.mediaText(content, "", false)
+	case content.MsgType == event.MsgImage || content.MsgType == event.MsgFile ||
+		content.MsgType == event.MsgVideo || content.MsgType == event.MsgAudio:
+		caption := ""
+		if content.FileName != "" && content.Body != "" && content.Body != content.FileName {
+			caption = ircfmt.FromMatrix(content, opts)
+		}
+		text = c.mediaText(content, caption, true)
+	default:
+		text = ircfmt.FromMatrix(content, opts)
+	}
+	switch {
+	case edit:
+		text = "* " + text
+	case !msg.Relayed:
+		if nick := c.replyNick(ctx, n, msg, channel); nick != "" {
+			text = nick + ": " + text
+		}
+	}
+	command, action := "PRIVMSG", false
+	switch content.MsgType {
+	case event.MsgNotice:
+		command = "NOTICE"
+	case event.MsgEmote:
+		action = true
+	}
+	srcLen := conn.SourceLen()
+	if action {
+		srcLen += len("\x01ACTION \x01")
+	}
+	parts := ircx.SplitMessage(srcLen, target, text, conn.ISupport().LineLen)
+	if maxLines := n.cfg.MaxLines; len(parts) > maxLines {
+		link := "(full message: " + matrixToEvent(msg.Event.RoomID, msg.Event.ID, c.cfg.ServerName) + ")"
+		parts = append(parts[:maxLines-1], link)
+	}
+	lines := make([]*irc.Message, 0, len(parts))
+	for _, part := range parts {
+		if action {
+			part = "\x01ACTION " + part + "\x01"
+		}
+		lines = append(lines, &irc.Message{Command: command, Params: []string{target, part}})
+	}
+	return lines
+}
+
+// matrixToEvent links to an event for people with a Matrix client.
+func matrixToEvent(room id.RoomID, eventID id.EventID, via string) string {
+	return "https://matrix.to/#/" + url.PathEscape(string(room)) + "/" + url.PathEscape(string(eventID)) + "?via=" + url.QueryEscape(via)
+}
+
+// mediaText is "name <link>" for a file (after its caption, when it has
+// one), the link under media_url.
+func (c *core) mediaText(content *event.MessageEventContent, caption string, useFileName bool) string {
+	name := content.Body
+	if useFileName && content.FileName != "" {
+		name = content.FileName
+	}
+	if name == "" {
+		name = "file"
+	}
+	uri := content.URL
+	if content.File != nil {
+		return name + " (an encrypted file, which the bridge cannot share)"
+	}
+	mxc, err := uri.Parse()
+	if err != nil || mxc.IsEmpty() {
+		return name
+	}
+	link := c.cfg.mediaBase() + "/" + url.PathEscape(mxc.Homeserver) + "/" + url.PathEscape(mxc.FileID) + "/" + url.PathEscape(name)
+	text := name + " <" + link + ">"
+	if caption != "" {
+		text = caption + "\n" + text
+	}
+	return text
+}
+
+// replyNick is who a reply answers, as IRC knows them ("" when it is no
+// reply, or a reply to oneself).
+func (c *core) replyNick(ctx context.Context, n *network, msg *bridge.MatrixMessage, channel string) string {
+	replyTo := msg.Event.Content.AsMessage().RelatesTo.GetNonFallbackReplyTo()
+	if replyTo == "" {
+		return ""
+	}
+	var sender id.UserID
+	if msg.ReplyTo != nil {
+		sender = msg.ReplyTo.Sender
+	} else {
+		evt, err := c.br.AS.Bot().GetEvent(ctx, msg.Event.RoomID, replyTo)
+		if err != nil {
+			return ""
+		}
+		sender = evt.Sender
+	}
+	if sender == msg.Event.Sender {
+		return ""
+	}
+	return c.ircName(ctx, n, msg.Portal, channel, sender, "")
+}
+
+// ircName is how IRC users know a Matrix user: a ghost by its nick, a
+// Matrix user by their puppet's nick, else by their display name.
+func (c *core) ircName(ctx context.Context, n *network, p *bridge.Portal, channel string, userID id.UserID, label string) string {
+	if userID == c.br.AS.Config.BotID() {
+		return n.bot.Nick()
+	}
+	if folded, ok := n.nickOfGhost(userID); ok {
+		if channel != "" {
+			if mb, ok := n.bot.Member(channel, folded); ok {
+				return mb.Nick
+			}
+		}
+		if label != "" {
+			return strings.TrimSuffix(label, n.cfg.DisplaynameSuffix)
+		}
+		return folded
+	}
+	if pup := n.existingPuppet(userID); pup != nil {
+		if nick := pup.nick(); nick != "" {
+			return nick
+		}
+	}
+	if label != "" {
+		return label
+	}
+	if m := c.br.AS.Bot().Member(ctx, p.RoomID(), userID); m != nil && m.Displayname != "" {
+		return m.Displayname
+	}
+	return userID.Localpart()
+}
+
+// channelOfAlias writes a link to a portal's alias as its channel.
+func (c *core) channelOfAlias(n *network, alias id.RoomAlias) string {
+	localpart, server, _ := strings.Cut(strings.TrimPrefix(string(alias), "#"), ":")
+	if server == c.cfg.ServerName {
+		if rest, ok := strings.CutPrefix(localpart, c.cfg.AliasPrefix+n.cfg.ID+"_"); ok && n.validChannel(rest) {
+			return rest
+		}
+	}
+	return string(alias)
+}
