@@ -74,6 +74,8 @@ type Appservice struct {
 
 	handlers []EventHandler
 	inbox    *inbox
+	// ghostLocks serialise EnsureGhost per ghost (striped by user ID).
+	ghostLocks [64]sync.Mutex
 	// beforeClose run in Stop once no handler runs any more, before the
 	// database closes (a bridge stops its network there).
 	beforeClose []func()

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"hash/fnv"
 
 	"maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/id"
@@ -20,6 +21,13 @@ func (a *Appservice) EnsureGhost(ctx context.Context, userID id.UserID, displayN
 	if !a.Config.IsGhost(userID) {
 		return nil, fmt.Errorf("%s is not in this appservice's ghost namespace", userID)
 	}
+	// One ghost at a time: mautrix's EnsureRegistered is not safe to run
+	// twice at once for a user (two portals showing a new user together).
+	h := fnv.New32a()
+	h.Write([]byte(userID))
+	lock := &a.ghostLocks[h.Sum32()%uint32(len(a.ghostLocks))]
+	lock.Lock()
+	defer lock.Unlock()
 	intent := a.Intent(userID)
 	if err := intent.EnsureRegistered(ctx); err != nil {
 		return nil, fmt.Errorf("register ghost %s: %w", userID, err)

@@ -114,7 +114,6 @@ func newCore(cfg *Config, log zerolog.Logger) *core {
 
 var (
 	_ bridge.Network           = (*core)(nil)
-	_ bridge.EditSender        = (*core)(nil)
 	_ bridge.MembershipHandler = (*core)(nil)
 	_ bridge.PortalHandler     = (*core)(nil)
 	_ bridge.AliasResolver     = (*core)(nil)

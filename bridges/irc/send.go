@@ -22,18 +22,13 @@ const sendTimeout = 2 * time.Minute
 
 // SendMessage delivers a Matrix message from the sender's puppet (or the
 // bot, relayed). IRC messages have no IDs on servers without IRCv3
-// msgid, so none is returned.
+// msgid, so none is returned. IRC has no edits: the framework sends an
+// edit here as "* new text", as IRC users write corrections.
 func (c *core) SendMessage(ctx context.Context, msg *bridge.MatrixMessage) (string, error) {
-	edit := msg.Event.Content.AsMessage().RelatesTo.GetReplaceID() != ""
-	return "", c.send(ctx, msg, edit)
+	return "", c.send(ctx, msg)
 }
 
-// SendEdit sends an edit as IRC users write corrections: "* new text".
-func (c *core) SendEdit(ctx context.Context, msg *bridge.MatrixMessage) (string, error) {
-	return "", c.send(ctx, msg, true)
-}
-
-func (c *core) send(ctx context.Context, msg *bridge.MatrixMessage, edit bool) error {
+func (c *core) send(ctx context.Context, msg *bridge.MatrixMessage) error {
 	n, channel, dmNick, err := c.route(msg.Portal.ID)
 	if err != nil {
 		return err
@@ -63,7 +58,7 @@ func (c *core) send(ctx context.Context, msg *bridge.MatrixMessage, edit bool) e
 			return err
 		}
 	}
-	lines := c.ircLines(ctx, n, conn, msg, target, channel, edit)
+	lines := c.ircLines(ctx, n, conn, msg, target, channel)
 	if len(lines) == 0 {
 		return nil
 	}
@@ -88,7 +83,7 @@ func (c *core) send(ctx context.Context, msg *bridge.MatrixMessage, edit bool) e
 // in mIRC codes, a reply as "nick: text", an edit as "* text", media as
 // "name <link>", emotes as CTCP ACTION; every line fits the server's line
 // length, and past max_lines the last line links to the whole message.
-func (c *core) ircLines(ctx context.Context, n *network, conn *ircx.Conn, msg *bridge.MatrixMessage, target, channel string, edit bool) []*irc.Message {
+func (c *core) ircLines(ctx context.Context, n *network, conn *ircx.Conn, msg *bridge.MatrixMessage, target, channel string) []*irc.Message {
 	content := msg.Content
 	opts := ircfmt.Options{
 		Pill:     func(u id.UserID, label string) string { return c.ircName(ctx, n, msg.Portal, channel, u, label) },
@@ -108,10 +103,7 @@ func (c *core) ircLines(ctx context.Context, n *network, conn *ircx.Conn, msg *b
 	default:
 		text = ircfmt.FromMatrix(content, opts)
 	}
-	switch {
-	case edit:
-		text = "* " + text
-	case !msg.Relayed:
+	if !msg.Relayed {
 		if nick := c.replyNick(ctx, n, msg, channel); nick != "" {
 			text = nick + ": " + text
 		}

@@ -147,14 +147,21 @@ func (b *Bridge) matrixMessage(ctx context.Context, p *Portal, evt *event.Event)
 		return b.reportUndelivered(ctx, evt, refusal)
 	}
 	msg := &MatrixMessage{Portal: p, Event: evt, Sender: u, Login: login, Relayed: relayed}
-	if editOf := content.RelatesTo.GetReplaceID(); editOf != "" {
+	editOf := content.RelatesTo.GetReplaceID()
+	if editOf != "" {
 		if content.NewContent != nil {
 			content = content.NewContent
 		}
 		if msg.EditOf, err = b.MessageByEventID(ctx, editOf); err != nil {
 			return err
 		}
-		if msg.EditOf != nil && msg.EditOf.Sender != evt.Sender {
+		original := id.UserID("")
+		if msg.EditOf != nil {
+			original = msg.EditOf.Sender
+		} else if orig, err := b.AS.Bot().GetEvent(ctx, evt.RoomID, editOf); err == nil {
+			original = orig.Sender // a message the remote side gave no ID for
+		}
+		if original != evt.Sender {
 			return nil // only the sender may edit a message (clients ignore others' edits too)
 		}
 	} else {
@@ -177,17 +184,17 @@ func (b *Bridge) matrixMessage(ctx context.Context, p *Portal, evt *event.Event)
 	}
 	msg.Content = content
 	var remoteID string
-	if msg.EditOf != nil {
-		if es, ok := b.Network.(EditSender); ok {
-			remoteID, err = es.SendEdit(ctx, msg)
-		} else {
-			msg.Content = editFallback(content)
-			msg.EditOf = nil
-			remoteID, err = b.Network.SendMessage(ctx, msg)
-		}
-	} else if content.RelatesTo.GetReplaceID() != "" {
-		return nil // an edit of a message that was not bridged
-	} else {
+	es, canEdit := b.Network.(EditSender)
+	switch {
+	case msg.EditOf != nil && canEdit:
+		remoteID, err = es.SendEdit(ctx, msg)
+	case editOf != "":
+		// No edits on the remote side, or no remote ID to edit (a
+		// protocol without message IDs): "* new text", as chat networks
+		// without edits write it.
+		msg.Content, msg.EditOf = editFallback(content), nil
+		remoteID, err = b.Network.SendMessage(ctx, msg)
+	default:
 		remoteID, err = b.Network.SendMessage(ctx, msg)
 	}
 	b.observeMatrix(start, err)
