@@ -37,6 +37,20 @@ func LoadConfig(path string, cfg any, fw *Config) error {
 	return nil
 }
 
+// DecodeNode decodes a YAML node (a section of a larger file, such as a
+// bridge's section of switchboard.yaml) into v as strictly as LoadConfig:
+// unknown keys are errors. (yaml.Node.Decode has no such switch, so the
+// node is re-encoded and decoded by a strict decoder.)
+func DecodeNode(node *yaml.Node, v any) error {
+	data, err := yaml.Marshal(node)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	return dec.Decode(v)
+}
+
 // Main is the main function of a bot or bridge binary with a framework
 // config only:
 //

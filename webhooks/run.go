@@ -1,10 +1,11 @@
 package webhooks
 
 import (
-	"bytes"
 	"fmt"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/switchboard-im/switchboard/framework"
 )
 
 // Defaults is the config before a file's keys are applied: what
@@ -43,7 +44,7 @@ func FromSection(section *yaml.Node, serverName, homeserverURL, dataDir string) 
 	file.Listen = "127.0.0.1:0"
 	file.DataDir = dataDir
 	if section != nil && section.Kind != 0 {
-		if err := decodeStrict(section, &file); err != nil {
+		if err := framework.DecodeNode(section, &file); err != nil {
 			return nil, false, fmt.Errorf("webhooks: %w", err)
 		}
 	}
@@ -55,17 +56,4 @@ func FromSection(section *yaml.Node, serverName, homeserverURL, dataDir string) 
 		}
 	}
 	return &file.Config, enabled, nil
-}
-
-// decodeStrict decodes a YAML node refusing unknown keys (yaml.Node.Decode
-// has no such switch: the node is re-encoded and decoded by a strict
-// decoder).
-func decodeStrict(node *yaml.Node, v any) error {
-	data, err := yaml.Marshal(node)
-	if err != nil {
-		return err
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	return dec.Decode(v)
 }

@@ -30,6 +30,7 @@ func commands() []command {
 		{"run", "start every enabled component (initialising ./data if needed)", cmdRun},
 		{"homeserver", "start only the homeserver", cmdHomeserver},
 		{"webhooks", "run only the webhook bridge, against any homeserver (--config FILE)", cmdWebhooks},
+		{"irc", "run only the IRC bridge, against any homeserver (--config FILE)", cmdIRC},
 		{"user", "manage users: add, list, deactivate, reset-password", cmdUser},
 		{"registration-token", "manage registration tokens: create, list, delete", cmdRegistrationToken},
 		{"appservice", "manage application service registrations: list, add, remove", cmdAppservice},

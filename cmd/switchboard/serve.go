@@ -9,12 +9,14 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/term"
 
+	"github.com/switchboard-im/switchboard/bridges/irc"
 	"github.com/switchboard-im/switchboard/homeserver"
 	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/internal/buildinfo"
@@ -99,8 +101,9 @@ func cmdHomeserver(args []string, stdout io.Writer) error {
 }
 
 // serve starts the components: the homeserver, and for "run" the webhook
-// bridge too (unless webhooks.enabled is false); the IRC and Slack bridges
-// and the integration manager join "run" as they land.
+// bridge (unless webhooks.enabled is false) and the IRC bridge (when the
+// irc section lists networks); the Slack bridge and the integration
+// manager join "run" as they land.
 func serve(name string, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	data := dataFlag(fs)
@@ -132,6 +135,23 @@ func serve(name string, args []string, stdout io.Writer) error {
 			defer hooks.Stop()
 			if err := hooks.Bind(); err != nil {
 				return fmt.Errorf("webhooks: %w", err)
+			}
+		}
+	}
+
+	var ircBridge *irc.Bridge
+	if name == "run" {
+		ircCfg, enabled, err := irc.FromSection(&cfg.IRC, cfg.ServerName, defaultPublicURL(cfg.Listen), cfg.DataDir)
+		if err != nil {
+			return fmt.Errorf("%s: %w", config.Path(*data), err)
+		}
+		if enabled {
+			if ircBridge, err = irc.New(ctx, ircCfg, log.With().Str("component", "irc").Logger()); err != nil {
+				return err
+			}
+			defer ircBridge.Stop()
+			if err := ircBridge.Bind(); err != nil {
+				return fmt.Errorf("irc: %w", err)
 			}
 		}
 	}
@@ -179,7 +199,7 @@ Then log in from any Matrix client with homeserver %s.
 Stop with Ctrl-C.
 
 `, buildinfo.String(), cfg.PublicURL, cfg.ServerName, cfg.Listen, config.Path(*data), describeDatabase(cfg.Database),
-		describeWebhooks(hooks), os.Args[0], *data, cfg.PublicURL)
+		describeWebhooks(hooks)+describeIRC(ircBridge), os.Args[0], *data, cfg.PublicURL)
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ctx, ln) }()
 	if hooks != nil {
@@ -190,16 +210,39 @@ Stop with Ctrl-C.
 			return fmt.Errorf("webhooks: %w", err)
 		}
 	}
+	if ircBridge != nil {
+		if err := ircBridge.Start(ctx); err != nil {
+			stop()
+			<-served
+			return fmt.Errorf("irc: %w", err)
+		}
+	}
 	select {
 	case <-ctx.Done():
+		// The bridges stop before the homeserver: what they were sending
+		// is sent or stays queued.
 		if hooks != nil {
-			hooks.Stop() // before the homeserver: what it was sending is sent or stays queued
+			hooks.Stop()
+		}
+		if ircBridge != nil {
+			ircBridge.Stop()
 		}
 		err = <-served
 	case err = <-served: // the homeserver failed; the deferred Stop stops the bridge
 	}
 	log.Info().Msg("Stopped")
 	return err
+}
+
+func describeIRC(b *irc.Bridge) string {
+	if b == nil {
+		return ""
+	}
+	names := make([]string, len(b.Config.Networks))
+	for i, n := range b.Config.Networks {
+		names[i] = n.ID
+	}
+	return fmt.Sprintf("  IRC:          %s  (join #%s{network}_{#channel}:%s)\n", strings.Join(names, ", "), b.Config.AliasPrefix, b.Config.ServerName)
 }
 
 func describeWebhooks(s *webhooks.Service) string {

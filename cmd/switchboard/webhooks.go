@@ -9,6 +9,9 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/rs/zerolog"
+
+	"github.com/switchboard-im/switchboard/bridges/irc"
 	"github.com/switchboard-im/switchboard/framework"
 	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/webhooks"
@@ -23,8 +26,41 @@ import (
 // homeserver_url and server_name (docs/config.md#webhooks); relative paths
 // are relative to it.
 func cmdWebhooks(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("webhooks", flag.ContinueOnError)
-	path := fs.String("config", "webhooks.yaml", "the webhook bridge's config file")
+	cfg := webhooks.Defaults()
+	return runStandalone("webhooks", args, stdout, cfg, &cfg.Config, func(ctx context.Context, log zerolog.Logger) error {
+		svc, err := webhooks.New(ctx, cfg, log)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "Webhooks: %s/hooks/…, bot @%s:%s, homeserver %s\n", cfg.PublicURL, cfg.BotLocalpart, cfg.ServerName, cfg.HomeserverURL)
+		return svc.Run(ctx)
+	})
+}
+
+// cmdIRC runs the IRC bridge on its own, against any homeserver:
+//
+//	switchboard irc --config irc.yaml [generate-registration]
+//
+// The file has the keys of docs/irc.md plus homeserver_url and server_name.
+func cmdIRC(args []string, stdout io.Writer) error {
+	cfg := irc.Defaults()
+	return runStandalone("irc", args, stdout, cfg, &cfg.Config.Config, func(ctx context.Context, log zerolog.Logger) error {
+		br, err := irc.New(ctx, cfg, log)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "IRC bridge: %d networks, bot @%s:%s, homeserver %s\n", len(cfg.Networks), cfg.BotLocalpart, cfg.ServerName, cfg.HomeserverURL)
+		return br.Run(ctx)
+	})
+}
+
+// runStandalone is the command line of a component run on its own: load
+// --config FILE (strictly) over the defaults in cfg, validate it, write
+// the registration when missing (and stop there for
+// generate-registration), else run until SIGINT or SIGTERM.
+func runStandalone(name string, args []string, stdout io.Writer, cfg framework.Validator, fw *framework.Config, run func(ctx context.Context, log zerolog.Logger) error) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	path := fs.String("config", name+".yaml", "the component's config file")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -32,14 +68,13 @@ func cmdWebhooks(args []string, stdout io.Writer) error {
 	if len(pos) > 1 || (len(pos) == 1 && pos[0] != "generate-registration") {
 		return usagef("expected no argument or generate-registration, got %q", pos)
 	}
-	cfg := webhooks.Defaults()
-	if err := framework.LoadConfig(*path, cfg, &cfg.Config); err != nil {
+	if err := framework.LoadConfig(*path, cfg, fw); err != nil {
 		return err
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%s: %w", *path, err)
 	}
-	reg, written, err := cfg.EnsureRegistration()
+	reg, written, err := fw.EnsureRegistration()
 	if err != nil {
 		return err
 	}
@@ -58,10 +93,5 @@ func cmdWebhooks(args []string, stdout io.Writer) error {
 	log := newLogger(config.LoggingConfig{Level: level, Format: "pretty"})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	svc, err := webhooks.New(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "Webhooks: %s/hooks/…, bot @%s:%s, homeserver %s\n", cfg.PublicURL, cfg.BotLocalpart, cfg.ServerName, cfg.HomeserverURL)
-	return svc.Run(ctx)
+	return run(ctx, log)
 }

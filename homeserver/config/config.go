@@ -59,6 +59,9 @@ type Config struct {
 	// hands to package webhooks (the homeserver neither reads nor checks
 	// it: the bridge is a separate component that talks to it over HTTP).
 	Webhooks yaml.Node `yaml:"webhooks"`
+	// IRC is the IRC bridge's section (package bridges/irc), in the same
+	// way; "switchboard run" starts the bridge when it lists networks.
+	IRC yaml.Node `yaml:"irc"`
 	// WebhooksListen is the hooks_listen that `init` writes into that
 	// section (a flag of init; never read back from the file).
 	WebhooksListen string `yaml:"-"`

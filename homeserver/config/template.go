@@ -146,6 +146,15 @@ webhooks:
   public_url: ""
   # The bridge's own database (hooks, its queue): sqlite:FILE or postgres://…
   database: "sqlite:webhooks.db"
+
+# The IRC bridge: "switchboard run" starts it once networks are listed
+# here. Every key is in docs/irc.md. For example:
+# irc:
+#   networks:
+#     - id: libera
+#       host: irc.libera.chat
+#       tls: true
+#       channels: ["#matrix"]
 `))
 
 // Render returns the commented YAML for cfg.
