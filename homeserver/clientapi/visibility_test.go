@@ -64,6 +64,19 @@ func TestHistoryVisibility(t *testing.T) {
 		if got := bodies(msgs.Chunk); slices.Contains(got, "after bob left") || !slices.Contains(got, "after bob") {
 			t.Fatalf("bob after leaving sees %q", got)
 		}
+		// Bob sees his own leave, though it made him no longer a member
+		// (spec: a user's own membership events are visible if the
+		// membership before or after them allows it).
+		ownLeave := false
+		for _, evt := range msgs.Chunk {
+			if evt.Type == event.StateMember && evt.GetStateKey() == string(bob.UserID) && evt.Sender == bob.UserID {
+				_ = evt.Content.ParseRaw(evt.Type)
+				ownLeave = ownLeave || evt.Content.AsMember().Membership == event.MembershipLeave
+			}
+		}
+		if !ownLeave {
+			t.Errorf("bob does not see his own leave in /messages")
+		}
 		// Incremental sync puts the room in bob's leave section.
 		next, err := bob.SyncRequest(ctx, 0, sync.NextBatch, "", false, event.PresenceOnline)
 		if err != nil {

@@ -237,7 +237,25 @@ func (h *History) visibilityAt(pos int64) event.HistoryVisibility {
 
 // CanSee reports whether the user may see the event at pos.
 func (h *History) CanSee(pos int64) bool {
-	m := h.MembershipAt(pos)
+	if h.canSeeAs(h.MembershipAt(pos), pos) {
+		return true
+	}
+	// The user's own membership events: visible if the membership before
+	// them allows it too (spec), such as a leave or kick after being joined.
+	for _, c := range h.memberships {
+		if c.StreamPos == pos {
+			return h.canSeeAs(h.MembershipAt(pos-1), pos)
+		}
+		if c.StreamPos > pos {
+			break
+		}
+	}
+	return false
+}
+
+// canSeeAs applies the spec's rules for a user whose membership at the
+// event is m.
+func (h *History) canSeeAs(m event.Membership, pos int64) bool {
 	if m == event.MembershipJoin {
 		return true
 	}
