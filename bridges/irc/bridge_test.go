@@ -53,8 +53,14 @@ func startEnv(t *testing.T, tune func(*Config)) *env {
 // registered, before the bridge starts (to create rooms for mappings).
 func startEnvWith(t *testing.T, tune func(*Config), beforeRun func(*env)) *env {
 	t.Helper()
+	return startEnvOn(t, nil, tune, beforeRun)
+}
+
+// startEnvOn is startEnvWith on an ngircd started with opts.
+func startEnvOn(t *testing.T, opts *ircxtest.Options, tune func(*Config), beforeRun func(*env)) *env {
+	t.Helper()
 	kit := testkit.Start(t)
-	srv := ircxtest.Start(t, nil)
+	srv := ircxtest.Start(t, opts)
 	host, portStr, _ := net.SplitHostPort(srv.Addr)
 	port, _ := strconv.Atoi(portStr)
 	cfg := &Config{

@@ -80,6 +80,11 @@ type NetworkConfig struct {
 	MaxLines int `yaml:"max_lines"`
 	// Reconnect is the backoff between attempts to reach the network.
 	Reconnect Backoff `yaml:"reconnect"`
+	// NetsplitGrace is how long the ghost of a user who quit in a
+	// netsplit (a QUIT saying "irc.a.net irc.b.net") stays in the rooms
+	// waiting for them to come back; then it leaves ("netsplit").
+	// Default 60s.
+	NetsplitGrace time.Duration `yaml:"netsplit_grace"`
 	// Mappings links IRC channels to existing Matrix rooms when the bot
 	// connects ("#channel": "!roomid"); the bot must be invited to the
 	// room.
@@ -243,6 +248,12 @@ func (n *NetworkConfig) validate(prefix string) error {
 	}
 	if n.Reconnect.Max == 0 {
 		n.Reconnect.Max = 5 * time.Minute
+	}
+	switch {
+	case n.NetsplitGrace < 0:
+		bad("netsplit_grace", "must not be negative")
+	case n.NetsplitGrace == 0:
+		n.NetsplitGrace = time.Minute
 	}
 	if n.Reconnect.Max < n.Reconnect.Min {
 		bad("reconnect", "max (%s) is below min (%s)", n.Reconnect.Max, n.Reconnect.Min)

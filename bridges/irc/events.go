@@ -39,6 +39,9 @@ func (n *network) onBotEvent(conn *ircx.Conn, ev *ircx.Event) {
 			return
 		}
 		for ch := range strings.SplitSeq(m.Param(0), ",") {
+			if n.splits.rejoin(from, ch) {
+				continue // back from a netsplit: the ghost never left
+			}
 			user := n.remoteUser(from)
 			n.lane(n.portalID(ch), func(ctx context.Context) {
 				n.c.ghostReady(ctx, user)
@@ -63,6 +66,10 @@ func (n *network) onBotEvent(conn *ircx.Conn, ev *ircx.Event) {
 		if n.isBridge(from) {
 			return
 		}
+		if isNetsplitQuit(m.Param(0)) && len(ev.Channels) > 0 {
+			n.onSplitQuit(from, ev.Channels)
+			return
+		}
 		reason := "Quit"
 		if r := m.Param(0); r != "" {
 			reason = "Quit: " + r
@@ -76,6 +83,9 @@ func (n *network) onBotEvent(conn *ircx.Conn, ev *ircx.Event) {
 		n.onNick(conn, ev, from, m.Param(0))
 	case "TOPIC":
 		ch, topic := m.Param(0), ircfmt.Strip(m.Param(1))
+		if n.ownPuppet(from) != nil {
+			return // a Matrix user's topic change, already in the room
+		}
 		var by *bridge.RemoteUser
 		if isUser && !n.isBridge(from) {
 			u := n.remoteUser(from)

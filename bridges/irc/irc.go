@@ -58,6 +58,7 @@ func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Bridge, error) 
 	}
 	c.br = br
 	c.addCommands()
+	br.AS.OnEvent(c.onMatrixEvent)
 	return &Bridge{Config: cfg, Framework: br, core: c}, nil
 }
 

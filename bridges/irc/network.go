@@ -43,6 +43,8 @@ type network struct {
 	downWhy  string
 	powerDue map[string]bool // channels with a power level sync scheduled
 	whois    map[string][]*whoisRequest
+
+	splits *splitDebouncer // netsplit quits in their grace period
 }
 
 func newNetwork(c *core, cfg *NetworkConfig) *network {
@@ -58,6 +60,7 @@ func newNetwork(c *core, cfg *NetworkConfig) *network {
 		whois:    map[string][]*whoisRequest{},
 	}
 	n.caseMapping.Store(uint32(ircx.RFC1459))
+	n.splits = newSplitDebouncer(cfg.NetsplitGrace, time.Now, n.fold)
 	botCfg := n.connConfig(cfg.BotNick, identOf(cfg.BotNick), "Switchboard IRC bridge", n.onBotEvent, nil)
 	if cfg.SASL != nil { // the bot's account; puppets log in to none yet
 		botCfg.SASL = &ircx.SASLPlain{Account: cfg.SASL.Account, Password: cfg.SASL.Password}
@@ -106,9 +109,10 @@ func (n *network) start(ctx context.Context) error {
 	} else if found {
 		n.caseMapping.Store(uint32(parseCaseMapping(cm)))
 	}
-	n.c.wg.Add(2)
+	n.c.wg.Add(3)
 	go n.run()
 	go n.reapIdle()
+	go n.splitLoop()
 	return nil
 }
 

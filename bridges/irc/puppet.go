@@ -44,6 +44,7 @@ type puppet struct {
 	joinWait  map[string][]chan error
 	nickWait  []chan error
 	lastSends map[string]sentMessage // by folded target: what a 404 refers to
+	answers   []*answerWait          // commands waiting for the server's answer
 }
 
 type sentMessage struct {
@@ -433,6 +434,7 @@ func (p *puppet) onEvent(conn *ircx.Conn, ev *ircx.Event) {
 		from = m.Prefix.Name
 		isUser = m.Prefix.User != "" || m.Prefix.Host != ""
 	}
+	p.answer(m)
 	switch m.Command {
 	case "JOIN":
 		if from != "" && p.n.equal(from, conn.Nick()) {
