@@ -148,8 +148,10 @@ func (p *puppet) ready(ctx context.Context, channel string) (*ircx.Conn, error) 
 func (p *puppet) joinChannel(ctx context.Context, channel string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// Wanted first: should this connection fail, the next one (the
+	// user's next message, the network's reconnect) joins it.
+	p.want(channel)
 	if !p.n.isUp() {
-		p.want(channel)
 		return nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, connectTimeout)

@@ -15,9 +15,11 @@
 // backlog drain). The framework suite (framework.go) runs after it; its
 // lines start with "bench framework" (a no-op bot on the appservice
 // framework: events handled per second live and from a backlog, memory per
-// ghost). The webhooks suite (webhooks.go) runs last; its lines start with
+// ghost). The webhooks suite (webhooks.go) runs after it; its lines start with
 // "bench webhooks" (webhook requests accepted per second, POST → sync
-// latency at a fixed rate).
+// latency at a fixed rate). The irc suite (irc.go) runs after it; its lines
+// start with "bench irc" (puppets of the IRC bridge against a local ngircd:
+// connect and reconnect times, memory per puppet, relay latency).
 //
 // It reports; it does not pass or fail on a figure. It exits non-zero only
 // when the server cannot be started or stopped cleanly, or when every
@@ -45,12 +47,13 @@ type options struct {
 	duration time.Duration
 	database string
 	keep     bool
-	// suite selects the benchmarks: all, accounts, messaging, appservice, framework or webhooks.
+	// suite selects the benchmarks: all, accounts, messaging, appservice, framework, webhooks or irc.
 	suite      string
 	messaging  messagingOptions
 	appservice appserviceOptions
 	framework  frameworkOptions
 	webhooks   webhooksOptions
+	irc        ircOptions
 	// serverPerf, when set, is where perf(1) records the server process's
 	// CPU profile during the load phases (hidden flag --perf-record: a
 	// diagnosis aid, see docs/performance.md).
@@ -70,14 +73,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each load phase")
 	fs.StringVar(&o.database, "database", "", "database URI for the server (default: SQLite in the temp data dir; postgres://… to bench PostgreSQL — use a throwaway database)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp data dir (config, database, server.log) after the run")
-	fs.StringVar(&o.suite, "suite", "all", "benchmarks to run: all, accounts (logins, whoami), messaging (sends, /sync), appservice (transactions), framework (bot on the appservice framework) or webhooks (webhook bridge)")
+	fs.StringVar(&o.suite, "suite", "all", "benchmarks to run: all, accounts (logins, whoami), messaging (sends, /sync), appservice (transactions), framework (bot on the appservice framework), webhooks (webhook bridge) or irc (IRC bridge puppets against ngircd)")
 	addMessagingFlags(fs, &o.messaging)
 	addAppserviceFlags(fs, &o.appservice)
 	addFrameworkFlags(fs, &o.framework)
 	addWebhooksFlags(fs, &o.webhooks)
+	addIRCFlags(fs, &o.irc)
 	fs.StringVar(&o.serverPerf, "perf-record", "", "")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: switchboard-bench [--binary PATH] [--suite all|accounts|messaging|appservice|framework|webhooks] [--clients N] [--duration D] [--database URI] [--keep]")
+		fmt.Fprintln(stderr, "usage: switchboard-bench [--binary PATH] [--suite all|accounts|messaging|appservice|framework|webhooks|irc] [--clients N] [--duration D] [--database URI] [--keep]")
 		fs.VisitAll(func(f *flag.Flag) {
 			if f.Usage == "" { // hidden diagnosis flags
 				return
@@ -103,11 +107,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "switchboard-bench: --clients must be ≥ 1 and --duration > 0")
 		return 2
 	}
-	if o.suite != "all" && o.suite != "accounts" && o.suite != "messaging" && o.suite != "appservice" && o.suite != "framework" && o.suite != "webhooks" {
-		fmt.Fprintln(stderr, "switchboard-bench: --suite must be all, accounts, messaging, appservice, framework or webhooks")
+	if o.suite != "all" && o.suite != "accounts" && o.suite != "messaging" && o.suite != "appservice" && o.suite != "framework" && o.suite != "webhooks" && o.suite != "irc" {
+		fmt.Fprintln(stderr, "switchboard-bench: --suite must be all, accounts, messaging, appservice, framework, webhooks or irc")
 		return 2
 	}
-	if err := errors.Join(o.messaging.validate(), o.appservice.validate(), o.framework.validate(), o.webhooks.validate()); err != nil {
+	if err := errors.Join(o.messaging.validate(), o.appservice.validate(), o.framework.validate(), o.webhooks.validate(), o.irc.validate()); err != nil {
 		fmt.Fprintf(stderr, "switchboard-bench: %v\n", err)
 		return 2
 	}
@@ -192,7 +196,15 @@ func (b *bench) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return errors.New("interrupted")
 		}
-		return b.runWebhooks(ctx)
+		if err := b.runWebhooks(ctx); err != nil {
+			return err
+		}
+	}
+	if b.opts.suite == "all" || b.opts.suite == "irc" {
+		if ctx.Err() != nil {
+			return errors.New("interrupted")
+		}
+		return b.runIRC(ctx)
 	}
 	return nil
 }
