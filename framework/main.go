@@ -51,6 +51,47 @@ func DecodeNode(node *yaml.Node, v any) error {
 	return dec.Decode(v)
 }
 
+// ApplyRunSection applies a component's section of switchboard.yaml (the
+// bridges `switchboard run` starts beside its homeserver) over cfg, which
+// holds the component's defaults, fw being the framework Config inside it.
+// Before the section's keys — which may override any of it — come the
+// homeserver the component runs beside (homeserverURL reaches it,
+// serverName is its name), the registration in DATA/appservices/{id}.yaml
+// (where the homeserver loads it) and any free loopback port for the
+// appservice (the component binds it, rewriting the registration, before
+// the homeserver loads registrations). The section's own "enabled" key is
+// returned (nil when absent), not decoded into cfg. Unknown keys are
+// errors.
+func ApplyRunSection(section *yaml.Node, cfg any, fw *Config, id, serverName, homeserverURL, dataDir string) (enabled *bool, err error) {
+	fw.ServerName, fw.HomeserverURL = serverName, homeserverURL
+	fw.Registration = filepath.Join("appservices", id+".yaml")
+	fw.Listen = "127.0.0.1:0"
+	defer func() { fw.DataDir = dataDir }()
+	if section == nil || section.Kind == 0 {
+		return nil, nil
+	}
+	if section.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("%s: must be a mapping", id)
+	}
+	keys := *section // a copy: the caller's node keeps its "enabled"
+	keys.Content = nil
+	for i := 0; i+1 < len(section.Content); i += 2 {
+		if section.Content[i].Value == "enabled" {
+			var on bool
+			if err := section.Content[i+1].Decode(&on); err != nil {
+				return nil, fmt.Errorf("%s.enabled: %w", id, err)
+			}
+			enabled = &on
+			continue
+		}
+		keys.Content = append(keys.Content, section.Content[i], section.Content[i+1])
+	}
+	if err := DecodeNode(&keys, cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", id, err)
+	}
+	return enabled, nil
+}
+
 // Main is the main function of a bot or bridge binary with a framework
 // config only:
 //

@@ -26,34 +26,19 @@ func Defaults() *Config {
 }
 
 // FromSection is the config of the bridge `switchboard run` starts: the
-// defaults, the homeserver it runs beside (homeserverURL reaches it
-// directly, serverName is its name) with the registration in
-// DATA/appservices/ (where the homeserver loads it), and then the keys of
-// the webhooks section of switchboard.yaml, which may override any of it.
+// defaults, then what framework.ApplyRunSection puts over them (the
+// homeserver beside it, and the webhooks section of switchboard.yaml).
 // enabled is the section's "enabled" (default true).
 func FromSection(section *yaml.Node, serverName, homeserverURL, dataDir string) (cfg *Config, enabled bool, err error) {
-	file := struct {
-		Enabled *bool `yaml:"enabled"`
-		Config  `yaml:",inline"`
-	}{Config: *Defaults()}
-	file.ServerName = serverName
-	file.HomeserverURL = homeserverURL
-	file.Registration = "appservices/webhooks.yaml"
-	// Any free port: `switchboard run` binds it (Service.Bind) and updates
-	// the registration before its homeserver loads registrations.
-	file.Listen = "127.0.0.1:0"
-	file.DataDir = dataDir
-	if section != nil && section.Kind != 0 {
-		if err := framework.DecodeNode(section, &file); err != nil {
+	cfg = Defaults()
+	on, err := framework.ApplyRunSection(section, cfg, &cfg.Config, "webhooks", serverName, homeserverURL, dataDir)
+	if err != nil {
+		return nil, false, err
+	}
+	if enabled = on == nil || *on; enabled {
+		if err := cfg.Validate(); err != nil {
 			return nil, false, fmt.Errorf("webhooks: %w", err)
 		}
 	}
-	file.DataDir = dataDir
-	enabled = file.Enabled == nil || *file.Enabled
-	if enabled {
-		if err := file.Config.Validate(); err != nil {
-			return nil, false, fmt.Errorf("webhooks: %w", err)
-		}
-	}
-	return &file.Config, enabled, nil
+	return cfg, enabled, nil
 }

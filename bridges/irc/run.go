@@ -24,32 +24,19 @@ func Defaults() *Config {
 }
 
 // FromSection is the config of the bridge `switchboard run` starts: the
-// defaults, the homeserver it runs beside (homeserverURL reaches it,
-// serverName is its name) with the registration in DATA/appservices/ and
-// the appservice on any free loopback port (the bridge binds it before the
-// homeserver loads registrations), then the irc section's keys, which may
-// override any of it. enabled: the section lists networks and does not
-// say "enabled: false".
+// defaults, then what framework.ApplyRunSection puts over them (the
+// homeserver beside it, and the irc section of switchboard.yaml). enabled:
+// the section lists networks and does not say "enabled: false".
 func FromSection(section *yaml.Node, serverName, homeserverURL, dataDir string) (cfg *Config, enabled bool, err error) {
-	file := struct {
-		Enabled *bool `yaml:"enabled"`
-		Config  `yaml:",inline"`
-	}{Config: *Defaults()}
-	file.ServerName = serverName
-	file.HomeserverURL = homeserverURL
-	file.Registration = "appservices/irc.yaml"
-	file.Listen = "127.0.0.1:0"
-	if section != nil && section.Kind != 0 {
-		if err := framework.DecodeNode(section, &file); err != nil {
+	cfg = Defaults()
+	on, err := framework.ApplyRunSection(section, cfg, &cfg.Config.Config, "irc", serverName, homeserverURL, dataDir)
+	if err != nil {
+		return nil, false, err
+	}
+	if enabled = len(cfg.Networks) > 0 && (on == nil || *on); enabled {
+		if err := cfg.Validate(); err != nil {
 			return nil, false, fmt.Errorf("irc: %w", err)
 		}
 	}
-	file.DataDir = dataDir
-	enabled = len(file.Networks) > 0 && (file.Enabled == nil || *file.Enabled)
-	if enabled {
-		if err := file.Config.Validate(); err != nil {
-			return nil, false, fmt.Errorf("irc: %w", err)
-		}
-	}
-	return &file.Config, enabled, nil
+	return cfg, enabled, nil
 }
