@@ -35,6 +35,7 @@ func (c *core) addCommands() {
 		Help: "List the IRC networks and their state.",
 		Run:  c.cmdNetworks,
 	})
+	c.addUserCommands()
 }
 
 func (c *core) networkIDs() string {
@@ -139,6 +140,7 @@ func (c *core) cmdNick(ctx context.Context, cc *bot.CommandContext) error {
 	if err != nil && !errors.Is(err, errNotConnected) {
 		return bot.Errorf("%s refused the nick `%s`: %v", n.cfg.Name, nick, err)
 	}
+	p.setWantNick("") // the user's choice replaces a nick being reclaimed
 	if serr := c.br.AS.UserKV(cc.Sender()).Set(ctx, n.kvKey("nick"), nick); serr != nil {
 		return serr
 	}

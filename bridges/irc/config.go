@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"text/template"
@@ -31,6 +33,23 @@ type Config struct {
 	// at a public media proxy, or at "/_matrix/media/v3/download" of a
 	// homeserver that still serves unauthenticated media.
 	MediaURL string `yaml:"media_url"`
+	// PasswordKeyFile holds the key that seals the services passwords
+	// users store with `storepass` (relative: to data_dir; default
+	// irc-passwords.key). It is made, 0600, when the first password is
+	// stored; without it the stored passwords cannot be read.
+	PasswordKeyFile string `yaml:"password_key_file"`
+	// Identd answers ident (RFC 1413) queries, so that IRC servers see
+	// each puppet's ident rather than "~" and the USER name. Off by
+	// default: it needs port 113, and the networks must reach it at the
+	// address the bridge connects from.
+	Identd IdentdConfig `yaml:"identd"`
+}
+
+// IdentdConfig configures the ident server.
+type IdentdConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// Listen is the address to answer on (default "0.0.0.0:113").
+	Listen string `yaml:"listen"`
 }
 
 // NetworkConfig is one IRC network.
@@ -53,6 +72,10 @@ type NetworkConfig struct {
 	Password string `yaml:"password"`
 	// SASL logs the bot in with SASL PLAIN.
 	SASL *SASLConfig `yaml:"sasl"`
+	// NickServ is the services' nick that puppets IDENTIFY to (where the
+	// network offers no SASL) and ask to REGAIN their nick (default
+	// "NickServ").
+	NickServ string `yaml:"nickserv"`
 	// BotNick is the bridge bot's nick (default "mxbridge").
 	BotNick string `yaml:"bot_nick"`
 	// NickTemplate makes a Matrix user's nick (Go text/template over
@@ -147,6 +170,11 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.MediaURL = strings.TrimRight(c.MediaURL, "/")
+	if c.Identd.Listen == "" {
+		c.Identd.Listen = "0.0.0.0:113"
+	} else if _, _, err := net.SplitHostPort(c.Identd.Listen); err != nil {
+		bad("identd.listen", "must be host:port, got %q", c.Identd.Listen)
+	}
 	seen := map[string]bool{}
 	for i := range c.Networks {
 		n := &c.Networks[i]
@@ -157,6 +185,18 @@ func (c *Config) Validate() error {
 		seen[n.ID] = true
 	}
 	return errors.Join(errs...)
+}
+
+// passwordKeyPath is PasswordKeyFile, resolved against DataDir.
+func (c *Config) passwordKeyPath() string {
+	p := c.PasswordKeyFile
+	if p == "" {
+		p = "irc-passwords.key"
+	}
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(c.DataDir, p)
+	}
+	return p
 }
 
 // mediaBase is MediaURL or its default.
@@ -196,6 +236,11 @@ func (n *NetworkConfig) validate(prefix string) error {
 		n.BotNick = "mxbridge"
 	} else if sanitizeNick(n.BotNick) != n.BotNick {
 		bad("bot_nick", "%q is not a valid IRC nick", n.BotNick)
+	}
+	if n.NickServ == "" {
+		n.NickServ = "NickServ"
+	} else if sanitizeNick(n.NickServ) != n.NickServ {
+		bad("nickserv", "%q is not a valid IRC nick", n.NickServ)
 	}
 	if n.NickTemplate == "" {
 		n.NickTemplate = "{{.Localpart}}[m]"

@@ -63,6 +63,7 @@ func (n *network) onBotEvent(conn *ircx.Conn, ev *ircx.Event) {
 			n.leave(ch, from, reason)
 		}
 	case "QUIT":
+		n.nickFreed(from)
 		if n.isBridge(from) {
 			return
 		}
@@ -108,6 +109,16 @@ func (n *network) onBotEvent(conn *ircx.Conn, ev *ircx.Event) {
 			return // server notices, the bridge's own, messages to the bot, STATUSMSG
 		}
 		n.channelMessage(ev, from, target)
+	case "TAGMSG", "REDACT":
+		target := m.Param(0)
+		if !isUser || self || n.isBridge(from) || !conn.ISupport().IsChannel(target) {
+			return
+		}
+		if m.Command == "TAGMSG" {
+			n.onTagMessage(ev, from, target)
+		} else if msgID := m.Param(1); msgID != "" {
+			n.onRedact(from, target, msgID)
+		}
 	default:
 		n.whoisReply(m)
 	}
@@ -172,6 +183,9 @@ func (n *network) onKick(conn *ircx.Conn, actor string, actorHasGhost bool, chan
 }
 
 func (n *network) onNick(conn *ircx.Conn, ev *ircx.Event, from, to string) {
+	if n.fold(from) != n.fold(to) {
+		n.nickFreed(from)
+	}
 	if p := n.ownPuppet(from); p != nil {
 		n.renameOwn(p, from, to)
 		return

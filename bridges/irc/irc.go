@@ -90,9 +90,21 @@ type core struct {
 	order    []*network
 	lanes    *lanes
 	ghosts   ghostLocks
+	// passwords seals the services passwords users store (storepass).
+	passwords *passwordBox
+	// idents are the connections' idents, and identd answers for them
+	// (nil unless identd.enabled).
+	idents *identTable
+	identd *Identd
 	// rejoinDelay is how long the bot waits to rejoin a channel it was
 	// kicked from (ns; tests shorten it).
 	rejoinDelay atomic.Int64
+	// reclaimEvery is how often puppets ask again for a nick they were
+	// denied (ns; tests shorten it).
+	reclaimEvery atomic.Int64
+	// identifyWait bounds the wait for services to confirm a storepass
+	// login (ns; tests shorten it).
+	identifyWait atomic.Int64
 
 	ctx      context.Context // of everything the networks do; ends at Stop
 	cancel   context.CancelFunc
@@ -102,9 +114,12 @@ type core struct {
 }
 
 func newCore(cfg *Config, log zerolog.Logger) *core {
-	c := &core{cfg: cfg, log: log, networks: map[string]*network{}, lanes: newLanes()}
+	c := &core{cfg: cfg, log: log, networks: map[string]*network{}, lanes: newLanes(),
+		passwords: &passwordBox{path: cfg.passwordKeyPath()}, idents: newIdentTable()}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.rejoinDelay.Store(int64(10 * time.Second))
+	c.reclaimEvery.Store(int64(5 * time.Minute))
+	c.identifyWait.Store(int64(10 * time.Second))
 	for i := range cfg.Networks {
 		n := newNetwork(c, &cfg.Networks[i])
 		c.networks[n.cfg.ID] = n
@@ -139,12 +154,23 @@ func (c *core) Start(ctx context.Context, b *bridge.Bridge) error {
 		c.log.Debug().Err(err).Msg("Bot not registered yet; the framework retries")
 	}
 	cancel()
+	if c.cfg.Identd.Enabled {
+		c.identd = NewIdentd(c.cfg.Identd.Listen, c.idents.lookup, c.log.With().Str("component", "identd").Logger())
+		if err := c.identd.Start(); err != nil {
+			c.cancel()
+			return fmt.Errorf("identd: %w", err)
+		}
+	}
 	for _, n := range c.order {
 		if err := n.start(ctx); err != nil {
 			c.cancel()
+			if c.identd != nil {
+				c.identd.Stop()
+			}
 			return err
 		}
 	}
+	metrics.add(c)
 	return nil
 }
 
@@ -176,6 +202,10 @@ func (c *core) Stop() {
 	wg.Wait()
 	c.wg.Wait()
 	c.lanes.close()
+	if c.identd != nil {
+		c.identd.Stop()
+	}
+	metrics.remove(c)
 }
 
 // bg runs f in the background until Stop (which waits for it).

@@ -29,6 +29,7 @@ const answerTimeout = 15 * time.Second
 // answerWait waits for the server's answer to a command of the puppet's:
 // match returns done when m answers it (err: a refusal).
 type answerWait struct {
+	msgID string // what an echo wait found (set before done)
 	match func(m *irc.Message) (done bool, err error)
 	done  chan error
 }

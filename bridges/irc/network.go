@@ -37,6 +37,7 @@ type network struct {
 	mu       sync.Mutex
 	puppets  map[id.UserID]*puppet
 	own      map[string]*puppet // the puppets by folded nick, for echo suppression
+	reclaim  map[string]*puppet // the puppets wanting a nick back, by folded nick
 	up       bool
 	everUp   bool
 	downAt   time.Time
@@ -56,6 +57,7 @@ func newNetwork(c *core, cfg *NetworkConfig) *network {
 		dialer:   ircx.NewDialer(cfg.ConnectionRate.PerSecond, cfg.ConnectionRate.Burst),
 		puppets:  map[id.UserID]*puppet{},
 		own:      map[string]*puppet{},
+		reclaim:  map[string]*puppet{},
 		powerDue: map[string]bool{},
 		whois:    map[string][]*whoisRequest{},
 	}
@@ -86,6 +88,9 @@ func (n *network) connConfig(nick, ident, realname string, onEvent func(*ircx.Co
 		BackoffMax:   n.cfg.Reconnect.Max,
 		OnEvent:      onEvent,
 		OnDisconnect: onDisconnect,
+		OnDial: func(conn *ircx.Conn, local, remote net.Addr) {
+			n.c.idents.dialed(conn, ident, local, remote)
+		},
 	}
 }
 
@@ -224,6 +229,10 @@ func (n *network) run() {
 		if ctx.Err() != nil {
 			return
 		}
+		metrics.connect(n, "bot", err)
+		if err != nil {
+			n.c.idents.forget(n.bot)
+		}
 		if err == nil {
 			n.connected()
 			select {
@@ -234,6 +243,8 @@ func (n *network) run() {
 			if ctx.Err() != nil {
 				return
 			}
+			metrics.disconnect(n, "bot")
+			n.c.idents.forget(n.bot)
 			n.disconnected(n.bot.Err())
 		} else {
 			n.log.Warn().Err(err).Msg("Could not connect to the IRC network")
@@ -558,17 +569,50 @@ func (n *network) reconnectPuppets() {
 	}
 }
 
-// reapIdle quits the puppets that sent nothing for the idle timeout.
+// nickFreed: nick quit or changed away; a puppet waiting for it takes it.
+func (n *network) nickFreed(nick string) {
+	if i := strings.IndexByte(nick, '!'); i >= 0 { // MONITOR's nick!user@host
+		nick = nick[:i]
+	}
+	n.mu.Lock()
+	p := n.reclaim[n.fold(nick)]
+	n.mu.Unlock()
+	if p != nil {
+		n.c.bg(p.reclaimNick)
+	}
+}
+
+// reclaimNicks asks again, for every puppet, for the nick it was denied:
+// the holder may have left where neither MONITOR nor the bot saw it.
+func (n *network) reclaimNicks() {
+	n.mu.Lock()
+	waiting := make([]*puppet, 0, len(n.reclaim))
+	for _, p := range n.reclaim {
+		waiting = append(waiting, p)
+	}
+	n.mu.Unlock()
+	for _, p := range waiting {
+		n.c.bg(p.reclaimNick)
+	}
+}
+
+// reapIdle quits the puppets that sent nothing for the idle timeout, and
+// retries the nicks puppets wait for.
 func (n *network) reapIdle() {
 	defer n.c.wg.Done()
 	tick := min(max(n.cfg.IdleTimeout/4, 50*time.Millisecond), time.Minute)
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	lastReclaim := time.Now()
 	for {
 		select {
 		case <-n.c.ctx.Done():
 			return
 		case <-t.C:
+		}
+		if every := time.Duration(n.c.reclaimEvery.Load()); time.Since(lastReclaim) >= every {
+			lastReclaim = time.Now()
+			n.reclaimNicks()
 		}
 		for _, p := range n.allPuppets() {
 			if p.idleFor() >= n.cfg.IdleTimeout && p.connected() {

@@ -29,9 +29,15 @@ type puppet struct {
 	n      *network
 	userID id.UserID
 
-	mu       sync.Mutex // connecting, joining and quitting, one at a time
-	conn     atomic.Pointer[ircx.Conn]
-	connNick string // the nick conn was made for (mu)
+	mu        sync.Mutex // connecting, joining and quitting, one at a time
+	conn      atomic.Pointer[ircx.Conn]
+	connNick  string      // the nick conn was made for (mu)
+	connSASL  bool        // conn logs in with SASL (mu)
+	connCreds credentials // and these credentials (mu)
+	wantNick  string      // the nick to reclaim, "" when it has it (n.mu)
+
+	sasl        atomic.Int32 // saslTry, saslUnavailable or saslRefused
+	credsWarned atomic.Bool  // told the user their password does not open
 
 	reaped       atomic.Bool // quit for idleness: back with the next message
 	reconnecting atomic.Bool
@@ -164,6 +170,8 @@ func (p *puppet) joinChannel(ctx context.Context, channel string) error {
 }
 
 // connectLocked connects the puppet unless it is connected; p.mu is held.
+// With stored credentials it logs in with SASL PLAIN, or, where the
+// network offers no SASL, with NickServ IDENTIFY once connected.
 func (p *puppet) connectLocked(ctx context.Context) error {
 	if p.connected() {
 		return nil
@@ -173,36 +181,150 @@ func (p *puppet) connectLocked(ctx context.Context) error {
 		return n.errDown()
 	}
 	nick := p.desiredNick(ctx)
-	conn := p.conn.Load()
-	if conn == nil || p.connNick != nick {
-		cfg := n.connConfig(nick, makeIdent(n.cfg, newUserData(p.userID, nil)), string(p.userID), p.onEvent, p.onDisconnect)
-		cfg.NoMembers = true // the bot keeps the member lists
-		conn = ircx.New(cfg)
-		p.conn.Store(conn)
-		p.connNick = nick
+	creds, err := n.credentials(ctx, p.userID)
+	if err != nil {
+		n.log.Warn().Err(err).Stringer("user", p.userID).Msg("Could not read the puppet's stored password")
+		p.tellOnce(&p.credsWarned, fmt.Sprintf("Your stored password for %s could not be read (%v): connecting without it. Send `%sstorepass` again.",
+			n.cfg.Name, err, n.c.br.Bot.CommandPrefix))
+		creds = nil
 	}
-	if err := conn.Connect(ctx); err != nil {
+	useSASL := creds != nil && p.sasl.Load() == saslTry
+	conn := p.conn.Load()
+	if conn == nil || p.connNick != nick || p.connSASL != useSASL || (useSASL && p.connCreds != *creds) {
+		conn = p.newConn(nick, creds, useSASL)
+	}
+	err = conn.Connect(ctx)
+	var saslErr *ircx.SASLError
+	switch {
+	case err == nil:
+	case useSASL && errors.Is(err, ircx.ErrSASLUnavailable):
+		// Remembered until the bridge restarts or the user stores a new
+		// password: NickServ it is on this network.
+		p.sasl.Store(saslUnavailable)
+		conn = p.newConn(nick, creds, false)
+		err = conn.Connect(ctx)
+	case useSASL && errors.As(err, &saslErr) && saslErr.Code != "906":
+		p.sasl.Store(saslRefused)
+		p.tell(fmt.Sprintf("%s refused your stored login for `%s` (%s): connecting without it. Check the password, then send `%sstorepass` again.",
+			n.cfg.Name, creds.Account, saslErr.Message, n.c.br.Bot.CommandPrefix))
+		creds = nil
+		conn = p.newConn(nick, nil, false)
+		err = conn.Connect(ctx)
+	}
+	metrics.connect(n, "puppet", err)
+	if err != nil {
+		n.c.idents.forget(conn)
 		return fmt.Errorf("could not connect you to %s: %s", n.cfg.Name, shortError(err))
 	}
 	p.reaped.Store(false)
 	got := conn.Nick()
 	n.ownNick(p, got)
 	p.touch()
-	n.log.Debug().Stringer("user", p.userID).Str("nick", got).Msg("Puppet connected")
+	n.log.Debug().Stringer("user", p.userID).Str("nick", got).Str("account", conn.Account()).Msg("Puppet connected")
+	if creds != nil && conn.Account() == "" {
+		p.identify(ctx, conn, creds)
+	}
 	if channels := p.wantedChannels(); len(channels) > 0 {
 		if err := sendJoins(ctx, conn, channels); err != nil {
 			n.log.Warn().Err(err).Stringer("user", p.userID).Msg("Puppet failed to rejoin its channels")
 		}
 	}
-	if !n.equal(got, nick) {
-		n.c.bg(func(ctx context.Context) {
-			if u, err := n.c.br.User(ctx, p.userID); err == nil {
-				_ = n.c.br.Notify(ctx, u, fmt.Sprintf("On %s the nick `%s` is taken: you are `%s`. Send `%snick <nick>` to pick another.",
-					n.cfg.Name, nick, got, n.c.br.Bot.CommandPrefix))
-			}
-		})
+	if n.equal(got, nick) {
+		p.setWantNick("")
+		return nil
 	}
+	p.setWantNick(nick)
+	if conn.Account() != "" {
+		// Atheme, Anope and others give a nick of your account back.
+		_ = conn.Send(ctx, &irc.Message{Command: "PRIVMSG", Params: []string{n.cfg.NickServ, "REGAIN " + nick}})
+	}
+	if _, ok := conn.ISupport().Raw["MONITOR"]; ok {
+		// The server says when the nick is free (731 RPL_MONOFFLINE).
+		_ = conn.Send(ctx, &irc.Message{Command: "MONITOR", Params: []string{"+", nick}})
+	}
+	p.tell(fmt.Sprintf("On %s the nick `%s` is taken: you are `%s` until it is free, then you get it back. Send `%snick <nick>` to pick another.",
+		n.cfg.Name, nick, got, n.c.br.Bot.CommandPrefix))
 	return nil
+}
+
+// SASL states of a puppet with stored credentials.
+const (
+	saslTry         = iota // log in with SASL
+	saslUnavailable        // the network offers none: NickServ IDENTIFY
+	saslRefused            // the password was refused: none until storepass
+)
+
+// newConn makes the puppet's connection for nick (with SASL when useSASL).
+func (p *puppet) newConn(nick string, creds *credentials, useSASL bool) *ircx.Conn {
+	n := p.n
+	cfg := n.connConfig(nick, makeIdent(n.cfg, newUserData(p.userID, nil)), string(p.userID), p.onEvent, p.onDisconnect)
+	cfg.NoMembers = true // the bot keeps the member lists
+	p.connCreds = credentials{}
+	if useSASL {
+		cfg.SASL = &ircx.SASLPlain{Account: creds.Account, Password: creds.Password}
+		p.connCreds = *creds
+	}
+	conn := ircx.New(cfg)
+	if old := p.conn.Load(); old != nil {
+		n.c.idents.forget(old)
+	}
+	p.conn.Store(conn)
+	p.connNick, p.connSASL = nick, useSASL
+	return conn
+}
+
+// identify logs in with NickServ, for networks without SASL (or where it
+// was refused and the user stored a new password since).
+func (p *puppet) identify(ctx context.Context, conn *ircx.Conn, creds *credentials) {
+	err := conn.Send(ctx, &irc.Message{Command: "PRIVMSG", Params: []string{p.n.cfg.NickServ, "IDENTIFY " + creds.Account + " " + creds.Password}})
+	if err != nil {
+		p.n.log.Debug().Err(err).Stringer("user", p.userID).Msg("Puppet could not identify to NickServ")
+	}
+}
+
+// setWantNick records the nick the puppet should get back ("" when it has
+// it): the bot's connection and a periodic retry try it when it is free.
+func (p *puppet) setWantNick(nick string) {
+	n := p.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if p.wantNick != "" && n.reclaim[n.fold(p.wantNick)] == p {
+		delete(n.reclaim, n.fold(p.wantNick))
+	}
+	p.wantNick = nick
+	if nick != "" {
+		n.reclaim[n.fold(nick)] = p
+	}
+}
+
+// reclaimNick asks for the wanted nick again (the server answers with a
+// NICK, or a 433 that is ignored).
+func (p *puppet) reclaimNick(ctx context.Context) {
+	p.n.mu.Lock()
+	want := p.wantNick
+	p.n.mu.Unlock()
+	conn := p.conn.Load()
+	if want == "" || conn == nil || !conn.Connected() || p.n.equal(conn.Nick(), want) {
+		return
+	}
+	_ = conn.Send(ctx, &irc.Message{Command: "NICK", Params: []string{want}})
+}
+
+// tell sends the user a notice in their management room.
+func (p *puppet) tell(markdown string) {
+	n := p.n
+	n.c.bg(func(ctx context.Context) {
+		if u, err := n.c.br.User(ctx, p.userID); err == nil {
+			_ = n.c.br.Notify(ctx, u, markdown)
+		}
+	})
+}
+
+// tellOnce is tell, once until flag is cleared.
+func (p *puppet) tellOnce(flag *atomic.Bool, markdown string) {
+	if flag.CompareAndSwap(false, true) {
+		p.tell(markdown)
+	}
 }
 
 // joinLocked joins a channel and waits for the server's answer; p.mu is
@@ -454,6 +576,19 @@ func (p *puppet) onEvent(conn *ircx.Conn, ev *ircx.Event) {
 		if to := m.Param(0); p.n.equal(to, conn.Nick()) {
 			p.n.renameOwn(p, from, to)
 			p.nickAnswered(nil)
+			p.n.mu.Lock()
+			reclaimed := p.wantNick != "" && p.n.equal(p.wantNick, to)
+			p.n.mu.Unlock()
+			if reclaimed {
+				p.setWantNick("")
+				if _, ok := conn.ISupport().Raw["MONITOR"]; ok {
+					go func() { _ = conn.Send(p.n.c.ctx, &irc.Message{Command: "MONITOR", Params: []string{"-", to}}) }()
+				}
+			}
+		}
+	case "731": // RPL_MONOFFLINE: a monitored nick (the one to reclaim) is free
+		for _, target := range strings.Split(m.Param(1), ",") {
+			p.n.nickFreed(target)
 		}
 	case "431", "432", "433", "436", "437", "484":
 		p.nickAnswered(errors.New(m.Trailing()))
@@ -472,6 +607,8 @@ func (p *puppet) onDisconnect(conn *ircx.Conn, err error) {
 	}
 	p.n.dropOwn(p, conn.Nick())
 	p.nickAnswered(errNotConnected)
+	metrics.disconnect(p.n, "puppet")
+	p.n.c.idents.forget(conn)
 	n := p.n
 	if n.c.ctx.Err() != nil || p.reaped.Load() || len(p.wantedChannels()) == 0 {
 		return

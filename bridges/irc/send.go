@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,20 +22,27 @@ import (
 const sendTimeout = 2 * time.Minute
 
 // SendMessage delivers a Matrix message from the sender's puppet (or the
-// bot, relayed). IRC messages have no IDs on servers without IRCv3
-// msgid, so none is returned. IRC has no edits: the framework sends an
-// edit here as "* new text", as IRC users write corrections.
+// bot, relayed). IRC has no edits: the framework sends an edit here as
+// "* new text", as IRC users write corrections. The remote ID is the
+// IRCv3 msgid of the message's first line, which the server echoes back
+// (echo-message), so that IRC replies and reactions to it find it; ""
+// where the server has none.
 func (c *core) SendMessage(ctx context.Context, msg *bridge.MatrixMessage) (string, error) {
-	return "", c.send(ctx, msg)
+	return c.send(ctx, msg)
 }
 
-func (c *core) send(ctx context.Context, msg *bridge.MatrixMessage) error {
+// echoWait bounds the wait for the server's echo of a sent message (its
+// msgid): the server echoes as it relays, so it comes at once or never
+// (a refusal).
+const echoWait = 3 * time.Second
+
+func (c *core) send(ctx context.Context, msg *bridge.MatrixMessage) (string, error) {
 	n, channel, dmNick, err := c.route(msg.Portal.ID)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if !n.isUp() {
-		return n.errDown()
+		return "", n.errDown()
 	}
 	ctx, cancel := context.WithTimeout(ctx, sendTimeout)
 	defer cancel()
@@ -46,37 +54,97 @@ func (c *core) send(ctx context.Context, msg *bridge.MatrixMessage) error {
 	var p *puppet
 	if msg.Relayed {
 		if channel == "" {
-			return errors.New("direct chats are not relayed")
+			return "", errors.New("direct chats are not relayed")
 		}
 		if _, ok := n.bot.Channel(channel); !ok {
-			return fmt.Errorf("the bridge bot is not in %s", channel)
+			return "", fmt.Errorf("the bridge bot is not in %s", channel)
 		}
 		conn = n.bot
 	} else {
 		p = n.puppet(msg.Sender.ID)
 		if conn, err = p.ready(ctx, channel); err != nil {
-			return err
+			return "", err
 		}
 	}
 	lines := c.ircLines(ctx, n, conn, msg, target, channel)
 	if len(lines) == 0 {
-		return nil
+		return "", nil
 	}
+	if msg.ReplyTo != nil && msg.ReplyTo.RemoteID != "" && conn.HasCap("message-tags") {
+		setTag(lines[0], "+draft/reply", msg.ReplyTo.RemoteID)
+	}
+	var echo *answerWait
 	if p != nil {
 		p.sent(target, msg.Event.RoomID, msg.Event.ID)
+		if conn.HasCap("echo-message") {
+			echo = p.awaitEcho(conn, lines[0])
+			defer p.dropAwait(echo)
+		}
 	}
 	for _, line := range lines {
 		if err := conn.Send(ctx, line); err != nil {
 			if errors.Is(err, ircx.ErrNotConnected) {
-				return fmt.Errorf("the connection to %s dropped: %s", n.cfg.Name, shortError(err))
+				return "", fmt.Errorf("the connection to %s dropped: %s", n.cfg.Name, shortError(err))
 			}
-			return fmt.Errorf("not sent: %s", shortError(err))
+			return "", fmt.Errorf("not sent: %s", shortError(err))
 		}
 	}
-	if p != nil {
-		p.touch()
+	if p == nil {
+		return "", nil
 	}
-	return nil
+	p.touch()
+	if echo == nil {
+		return "", nil
+	}
+	t := time.NewTimer(echoWait)
+	defer t.Stop()
+	select {
+	case <-echo.done:
+		return echo.msgID, nil
+	case <-t.C:
+		return "", nil
+	case <-ctx.Done():
+		return "", nil
+	}
+}
+
+func setTag(m *irc.Message, key, value string) {
+	if m.Tags == nil {
+		m.Tags = irc.Tags{}
+	}
+	m.Tags[key] = irc.TagValue(value)
+}
+
+// awaitEcho waits for the server's echo of line (echo-message): by its
+// label where the server has labeled-response, else as the first line of
+// ours to the same target with the same text. The echo's msgid is left in
+// the wait's msgID; a refusal (404 and the like) ends the wait too.
+func (p *puppet) awaitEcho(conn *ircx.Conn, line *irc.Message) *answerWait {
+	label := ""
+	if conn.HasCap("labeled-response") {
+		label = "sb" + strconv.FormatUint(rawLabels.Add(1), 36)
+		setTag(line, "label", label)
+	}
+	var w *answerWait
+	w = p.await(func(m *irc.Message) (bool, error) {
+		switch m.Command {
+		case "404", "401", "301":
+			return p.n.equal(m.Param(1), line.Param(0)), nil
+		case line.Command:
+		default:
+			return false, nil
+		}
+		if label != "" {
+			if l, _ := m.Tags.GetTag("label"); l != label {
+				return false, nil
+			}
+		} else if m.Prefix == nil || !p.n.equal(m.Prefix.Name, conn.Nick()) || !p.n.equal(m.Param(0), line.Param(0)) || m.Trailing() != line.Trailing() {
+			return false, nil
+		}
+		w.msgID, _ = m.Tags.GetTag("msgid")
+		return true, nil
+	})
+	return w
 }
 
 // ircLines renders a Matrix message as the IRC lines to send: formatting

@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -203,7 +201,7 @@ func TestPortalByAlias(t *testing.T) {
 		network := newTestNetwork(false)
 		br := startBridge(t, kit, network, nil)
 		alice := kit.NewUser("alice")
-		metricsBefore := scrape(t, br.AS.Config.URL+"/metrics")
+		metricsBefore := testkit.Scrape(t, br.AS.Config.URL+"/metrics")
 
 		alias := id.NewRoomAlias("test_#general", kit.ServerName)
 		joined, err := alice.JoinRoom(ctx, alias.String(), nil)
@@ -326,17 +324,17 @@ func TestPortalByAlias(t *testing.T) {
 
 		// The bridge's metrics counted all of it (the registry is the
 		// process's, shared by the subtests: compare with the start).
-		metrics := scrape(t, br.AS.Config.URL+"/metrics")
+		metrics := testkit.Scrape(t, br.AS.Config.URL+"/metrics")
 		for series, want := range map[string]float64{
 			`switchboard_bridge_messages_total{appservice="test",direction="matrix_to_remote",outcome="ok"}`:     3, // 2 messages, 1 edit
 			`switchboard_bridge_messages_total{appservice="test",direction="matrix_to_remote",outcome="failed"}`: 1,
 			`switchboard_bridge_messages_total{appservice="test",direction="remote_to_matrix",outcome="ok"}`:     3,
 		} {
-			if got := metricValue(metrics, series) - metricValue(metricsBefore, series); got != want {
+			if got := testkit.MetricValue(metrics, series) - testkit.MetricValue(metricsBefore, series); got != want {
 				t.Errorf("%s went up by %v, want %v", series, got, want)
 			}
 		}
-		if v := metricValue(metrics, `switchboard_bridge_state{appservice="test",state="CONNECTED"}`); v != 1 {
+		if v := testkit.MetricValue(metrics, `switchboard_bridge_state{appservice="test",state="CONNECTED"}`); v != 1 {
 			t.Errorf("bridge state CONNECTED = %v, want 1", v)
 		}
 
@@ -705,30 +703,4 @@ func TestDirectChat(t *testing.T) {
 	testkit.WaitForEvent(t, alice, room, fromSender(ghost.UserID, testkit.HasBody("psst")), wait)
 	send(t, alice, room, text("what?"))
 	network.expect(t, "r1 "+portal.ID+" "+string(alice.UserID)+": what?")
-}
-
-// scrape returns the Prometheus text at url.
-func scrape(t *testing.T, url string) string {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("GET %s: HTTP %d, %v", url, resp.StatusCode, err)
-	}
-	return string(body)
-}
-
-// metricValue is the value of one series in Prometheus text (0 if absent).
-func metricValue(text, series string) float64 {
-	for _, line := range strings.Split(text, "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return 0
 }

@@ -36,7 +36,7 @@ import (
 // nil (each only when the server offers it; sasl only with Config.SASL).
 var DefaultCaps = []string{
 	"server-time", "message-tags", "echo-message", "account-tag", "labeled-response",
-	"multi-prefix", "away-notify", "batch", "draft/relaymsg", "sasl",
+	"multi-prefix", "away-notify", "batch", "draft/relaymsg", "draft/message-redaction", "sasl",
 }
 
 var (
@@ -134,6 +134,11 @@ type Config struct {
 	// for puppets, when the bot's connection keeps them. Topic and modes
 	// of joined channels are still tracked.
 	NoMembers bool
+
+	// OnDial, when set, is called with the two ends of each new TCP
+	// connection before registration starts (for an ident server, which
+	// the IRC server asks during registration).
+	OnDial func(c *Conn, local, remote net.Addr)
 
 	// Dialer, shared by the Conns of one network, paces new connections.
 	// nil: no pacing.
@@ -352,8 +357,14 @@ func (c *Conn) dial(ctx context.Context) (net.Conn, error) {
 	defer cancel()
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", c.cfg.Addr)
-	if err != nil || !c.cfg.TLS {
-		return nc, err
+	if err != nil {
+		return nil, err
+	}
+	if c.cfg.OnDial != nil { // before TLS: servers ask ident as they accept
+		c.cfg.OnDial(c, nc.LocalAddr(), nc.RemoteAddr())
+	}
+	if !c.cfg.TLS {
+		return nc, nil
 	}
 	name := c.cfg.TLSServerName
 	if name == "" {
