@@ -406,6 +406,53 @@ func (n *network) report(err error, what, channel string) {
 	n.log.Warn().Err(err).Str("what", what).Str("channel", channel).Msg("Failed to bridge an IRC event")
 }
 
+var (
+	_ bridge.DirectChatStarter = (*core)(nil)
+	_ bridge.GhostResolver     = (*core)(nil)
+)
+
+// ResolveGhost: any valid nick on a configured network has a ghost, so
+// that Matrix users can invite or message IRC users the bridge has not
+// seen yet.
+func (c *core) ResolveGhost(ctx context.Context, ghost id.UserID) (bridge.RemoteUser, error) {
+	n, folded, err := c.ghostNick(ghost)
+	if err != nil {
+		return bridge.RemoteUser{}, err
+	}
+	return n.remoteUser(n.currentNick(folded)), nil
+}
+
+func (c *core) ghostNick(ghost id.UserID) (*network, string, error) {
+	for _, n := range c.order {
+		if folded, ok := n.nickOfGhost(ghost); ok && validNick(folded, 0) {
+			return n, folded, nil
+		}
+	}
+	return nil, "", bridge.ErrUnknownChannel
+}
+
+// DirectChat: a Matrix user invited an IRC user's ghost to a direct chat;
+// it becomes the chat their private messages go to, as if the IRC user
+// had written first.
+func (c *core) DirectChat(ctx context.Context, user *bridge.User, ghost id.UserID) (string, bridge.RemoteUser, error) {
+	n, folded, err := c.ghostNick(ghost)
+	if err != nil {
+		return "", bridge.RemoteUser{}, err
+	}
+	return dmPortalID(n.cfg.ID, folded, user.ID), n.remoteUser(n.currentNick(folded)), nil
+}
+
+// currentNick is a folded nick as the user writes it, when the bot shares
+// a channel with them.
+func (n *network) currentNick(folded string) string {
+	for _, ch := range n.bot.Channels() {
+		if mb, ok := n.bot.Member(ch, folded); ok && mb.Nick != "" {
+			return mb.Nick
+		}
+	}
+	return folded
+}
+
 // directMessage bridges a private message to a puppet into the direct
 // chat of the IRC user and the puppet's Matrix user, created by the IRC
 // user's ghost on the first PRIVMSG (a NOTICE alone, from services or

@@ -127,7 +127,8 @@ func (c *core) onMatrixEvent(ctx context.Context, evt *event.Event) {
 	case event.StateMember:
 		target = id.UserID(evt.GetStateKey())
 		ms := evt.Content.AsMember().Membership
-		if target == evt.Sender || !c.br.AS.Config.IsGhost(target) || (ms != event.MembershipLeave && ms != event.MembershipBan) {
+		if target == evt.Sender || !c.br.AS.Config.IsGhost(target) ||
+			(ms != event.MembershipLeave && ms != event.MembershipBan && ms != event.MembershipInvite) {
 			return
 		}
 	default:
@@ -155,10 +156,85 @@ func (c *core) onMatrixEvent(ctx context.Context, evt *event.Event) {
 	if !ok {
 		return
 	}
-	ban := evt.Content.AsMember().Membership == event.MembershipBan
-	n.lane("m/"+portal.ID, func(ctx context.Context) {
-		n.matrixKick(ctx, portal, u, channel, nick, target, ban, evt.Content.AsMember().Reason)
+	ms := evt.Content.AsMember().Membership
+	switch {
+	case ms == event.MembershipInvite:
+		n.lane("m/"+portal.ID, func(ctx context.Context) { n.matrixInvite(ctx, portal, u, channel, nick) })
+	case ms == event.MembershipLeave && prevMembership(evt) == event.MembershipBan:
+		n.lane("m/"+portal.ID, func(ctx context.Context) { n.matrixUnban(ctx, portal, u, channel, nick) })
+	default:
+		n.lane("m/"+portal.ID, func(ctx context.Context) {
+			n.matrixKick(ctx, portal, u, channel, nick, target, ms == event.MembershipBan, evt.Content.AsMember().Reason)
+		})
+	}
+}
+
+// prevMembership is the membership a member event replaced ("" when
+// unknown).
+func prevMembership(evt *event.Event) event.Membership {
+	prev := evt.Unsigned.PrevContent
+	if prev == nil {
+		return ""
+	}
+	if prev.Parsed == nil {
+		if err := prev.ParseRaw(event.StateMember); err != nil {
+			return ""
+		}
+	}
+	if m, ok := prev.Parsed.(*event.MemberEventContent); ok {
+		return m.Membership
+	}
+	return ""
+}
+
+// puppetCommand sends a channel command from a Matrix user's puppet and
+// waits for the server to confirm it (done) or refuse it.
+func (n *network) puppetCommand(ctx context.Context, u *bridge.User, channel string, msg *irc.Message, done func(m *irc.Message, p *puppet) bool) error {
+	if u.Permission < bridge.PermissionUser {
+		return errors.New("you have no IRC connection of your own on this bridge")
+	}
+	if !n.isUp() {
+		return n.errDown()
+	}
+	p := n.puppet(u.ID)
+	if _, err := p.ready(ctx, channel); err != nil {
+		return err
+	}
+	return p.command(ctx, msg, func(m *irc.Message) (bool, error) {
+		if done(m, p) {
+			return true, nil
+		}
+		return refusal(m, channel, n.fold)
 	})
+}
+
+// matrixInvite: a Matrix user invited an IRC user's ghost to a portal; the
+// IRC user gets an INVITE to the channel (which an invite-only channel
+// needs), from the user's puppet.
+func (n *network) matrixInvite(ctx context.Context, portal *bridge.Portal, u *bridge.User, channel, foldedNick string) {
+	if _, present := n.bot.Member(channel, foldedNick); present {
+		return // already there: the ghost is joined
+	}
+	nick := n.currentNick(foldedNick)
+	err := n.puppetCommand(ctx, u, channel, &irc.Message{Command: "INVITE", Params: []string{nick, channel}}, func(m *irc.Message, p *puppet) bool {
+		return m.Command == "341" && n.equal(m.Param(1), nick) // RPL_INVITING
+	})
+	if err != nil {
+		n.tell(ctx, portal.RoomID(), fmt.Sprintf("⚠️ %s: %s was not invited to %s on IRC: %s.", u.ID, nick, channel, err))
+	}
+}
+
+// matrixUnban lifts on IRC the ban a Matrix user lifts on a ghost (the ban
+// mask the bridge sets, nick!*@*).
+func (n *network) matrixUnban(ctx context.Context, portal *bridge.Portal, u *bridge.User, channel, foldedNick string) {
+	mask := n.currentNick(foldedNick) + "!*@*"
+	err := n.puppetCommand(ctx, u, channel, &irc.Message{Command: "MODE", Params: []string{channel, "-b", mask}}, func(m *irc.Message, p *puppet) bool {
+		return m.Command == "MODE" && m.Prefix != nil && n.equal(m.Prefix.Name, p.nick()) && n.equal(m.Param(0), channel) &&
+			strings.Contains(strings.Join(m.Params[1:], " "), mask)
+	})
+	if err != nil {
+		n.tell(ctx, portal.RoomID(), fmt.Sprintf("⚠️ %s: the ban of %s was not lifted on IRC: %s.", u.ID, mask, err))
+	}
 }
 
 // matrixTopic sets a Matrix user's topic on IRC; when IRC refuses, the

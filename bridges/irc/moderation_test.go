@@ -111,4 +111,25 @@ func TestMatrixModeration(t *testing.T) {
 		bob.Send("JOIN #mod")
 		bob.Expect(wait, func(m *irc.Message) bool { return m.Command == "474" && strings.EqualFold(m.Param(1), "#mod") })
 	})
+
+	t.Run("unban", func(t *testing.T) {
+		if _, err := alice.UnbanUser(ctx, room, &mautrix.ReqUnbanUser{UserID: e.ghost("bob")}); err != nil {
+			t.Fatal(err)
+		}
+		carol.Expect(wait, ircCmd("MODE", "alice[m]", "#mod", "-b", "bob!*@*"))
+		bob.Send("JOIN #mod")
+		testkit.WaitForJoin(t, alice, room, e.ghost("bob"), wait)
+	})
+
+	t.Run("invite", func(t *testing.T) {
+		carol.Send("MODE #mod +i")
+		carol.Expect(wait, ircCmd("MODE", "carol", "#mod", "+i"))
+		dave := e.ircUser("dave")
+		if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: e.ghost("dave")}); err != nil {
+			t.Fatal(err)
+		}
+		dave.Expect(wait, ircCmd("INVITE", "alice[m]", "dave", "#mod"))
+		dave.Send("JOIN #mod")
+		testkit.WaitForJoin(t, alice, room, e.ghost("dave"), wait)
+	})
 }

@@ -8,6 +8,7 @@ import (
 
 	"gopkg.in/irc.v3"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/switchboard-im/switchboard/bridges/irc/ircx/ircxtest"
@@ -177,4 +178,37 @@ func TestPuppetIdent(t *testing.T) {
 	if m.Param(2) != "mxbridge" {
 		t.Errorf("the bot shows the ident %q, want mxbridge", m.Param(2))
 	}
+}
+
+// Element's "Start chat" with an IRC user's ghost: the room becomes the
+// private conversation with them, both ways.
+func TestDirectChatFromMatrix(t *testing.T) {
+	e := startEnv(t, func(c *Config) {
+		c.Permissions = map[string]bridge.Permission{c.ServerName: bridge.PermissionUser}
+	})
+	bob := e.ircUser("Bob", "#dm")
+	alice := e.kit.NewUser("alice")
+	e.joinPortal(alice, "#dm") // where alice sees Bob
+	bob.Expect(wait, ircCmd("JOIN", "alice[m]", "#dm"))
+	dm, err := alice.CreateRoom(e.ctx, &mautrix.ReqCreateRoom{Invite: []id.UserID{e.ghost("bob")}, IsDirect: true, Preset: "trusted_private_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitForJoin(t, alice, dm.RoomID, e.ghost("bob"), wait)
+	testkit.WaitForJoin(t, alice, dm.RoomID, e.cfg.BotID(), wait)
+	if name := e.displayName(alice, dm.RoomID, e.ghost("bob")); name != "Bob" {
+		t.Errorf("the ghost is named %q, want Bob", name)
+	}
+	e.sendText(alice, dm.RoomID, "hi Bob, privately")
+	bob.Expect(wait, ircMsg("PRIVMSG", "alice[m]", "Bob", "hi Bob, privately"))
+	bob.Send("PRIVMSG alice[m] :hello back")
+	testkit.WaitForEvent(t, alice, dm.RoomID, from(e.ghost("bob"), testkit.HasBody("hello back")), wait)
+
+	// A ghost of no valid nick refuses the invite.
+	bad := id.NewUserID(e.cfg.GhostPrefix+"test_1nvalid", e.kit.ServerName)
+	room, err := alice.CreateRoom(e.ctx, &mautrix.ReqCreateRoom{Invite: []id.UserID{bad}, IsDirect: true, Preset: "trusted_private_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitForEvent(t, alice, room.RoomID, membership(bad, event.MembershipLeave), wait)
 }

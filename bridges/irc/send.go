@@ -52,6 +52,7 @@ func (c *core) send(ctx context.Context, msg *bridge.MatrixMessage) (string, err
 	}
 	var conn *ircx.Conn
 	var p *puppet
+	relayNick := "" // with draft/relaymsg: the relayed sender's nick
 	if msg.Relayed {
 		if channel == "" {
 			return "", errors.New("direct chats are not relayed")
@@ -60,13 +61,16 @@ func (c *core) send(ctx context.Context, msg *bridge.MatrixMessage) (string, err
 			return "", fmt.Errorf("the bridge bot is not in %s", channel)
 		}
 		conn = n.bot
+		if seps, ok := conn.CapValue("draft/relaymsg"); ok && msg.Unrelayed != nil {
+			relayNick = relayMsgNick(msg.SenderName, seps, conn.ISupport().NickLen)
+		}
 	} else {
 		p = n.puppet(msg.Sender.ID)
 		if conn, err = p.ready(ctx, channel); err != nil {
 			return "", err
 		}
 	}
-	lines := c.ircLines(ctx, n, conn, msg, target, channel)
+	lines := c.ircLines(ctx, n, conn, msg, target, channel, relayNick)
 	if len(lines) == 0 {
 		return "", nil
 	}
@@ -151,8 +155,13 @@ func (p *puppet) awaitEcho(conn *ircx.Conn, line *irc.Message) *answerWait {
 // in mIRC codes, a reply as "nick: text", an edit as "* text", media as
 // "name <link>", emotes as CTCP ACTION; every line fits the server's line
 // length, and past max_lines the last line links to the whole message.
-func (c *core) ircLines(ctx context.Context, n *network, conn *ircx.Conn, msg *bridge.MatrixMessage, target, channel string) []*irc.Message {
+// With relayNick, a relayed message goes as RELAYMSG from that nick,
+// without the relay format.
+func (c *core) ircLines(ctx context.Context, n *network, conn *ircx.Conn, msg *bridge.MatrixMessage, target, channel, relayNick string) []*irc.Message {
 	content := msg.Content
+	if relayNick != "" {
+		content = msg.Unrelayed
+	}
 	opts := ircfmt.Options{
 		Pill:     func(u id.UserID, label string) string { return c.ircName(ctx, n, msg.Portal, channel, u, label) },
 		RoomPill: func(a id.RoomAlias, label string) string { return c.channelOfAlias(n, a) },
@@ -184,6 +193,10 @@ func (c *core) ircLines(ctx context.Context, n *network, conn *ircx.Conn, msg *b
 		action = true
 	}
 	srcLen := conn.SourceLen()
+	if relayNick != "" {
+		command = "RELAYMSG" // relayed as a PRIVMSG (notices too)
+		srcLen += len(relayNick) - len(conn.Nick())
+	}
 	if action {
 		srcLen += len("\x01ACTION \x01")
 	}
@@ -197,9 +210,31 @@ func (c *core) ircLines(ctx context.Context, n *network, conn *ircx.Conn, msg *b
 		if action {
 			part = "\x01ACTION " + part + "\x01"
 		}
+		if relayNick != "" {
+			lines = append(lines, &irc.Message{Command: command, Params: []string{target, relayNick, part}})
+			continue
+		}
 		lines = append(lines, &irc.Message{Command: command, Params: []string{target, part}})
 	}
 	return lines
+}
+
+// relayMsgNick is the nick a relayed sender shows as with RELAYMSG: their
+// name made a nick, then the server's first separator and "m" (Ergo
+// requires a separator, so that the nick cannot be a real user's).
+func relayMsgNick(name, separators string, nickLen int) string {
+	sep := "/"
+	if separators != "" {
+		sep = separators[:1]
+	}
+	base := sanitizeNick(name)
+	if base == "" {
+		base = "matrix"
+	}
+	if nickLen > 0 && len(base)+len(sep)+1 > nickLen {
+		base = truncateUTF8(base, max(nickLen-len(sep)-1, 1))
+	}
+	return base + sep + "m"
 }
 
 // matrixToEvent links to an event for people with a Matrix client.

@@ -68,7 +68,8 @@ func (b *Bridge) handleMatrixEvent(ctx context.Context, evt *event.Event) {
 }
 
 // handleBotRoomEvent handles events outside portals: a direct chat invite
-// from a user allowed to use the bridge becomes their management room;
+// from a user allowed to use the bridge becomes their management room, one
+// to a ghost their direct chat with its remote user (DirectChatStarter);
 // the rest is the bot's (commands, other invites).
 func (b *Bridge) handleBotRoomEvent(ctx context.Context, evt *event.Event) error {
 	if evt.Type == event.StateMember && id.UserID(evt.GetStateKey()) == b.AS.Config.BotID() {
@@ -87,6 +88,12 @@ func (b *Bridge) handleBotRoomEvent(ctx context.Context, evt *event.Event) error
 			_, err = b.Bot.Send(ctx, evt.RoomID, fmt.Sprintf("Hello! I bridge %s. Send `%shelp` for what I can do.",
 				b.Network.Info().DisplayName, b.Bot.CommandPrefix))
 			return err
+		}
+	}
+	if evt.Type == event.StateMember && b.AS.Config.IsGhost(id.UserID(evt.GetStateKey())) && evt.Sender != b.AS.Config.BotID() {
+		content := evt.Content.AsMember()
+		if ds, ok := b.Network.(DirectChatStarter); ok && content.Membership == event.MembershipInvite && content.IsDirect {
+			return b.startDirectChat(ctx, ds, evt)
 		}
 	}
 	b.Bot.HandleEvent(ctx, evt)
@@ -178,7 +185,8 @@ func (b *Bridge) matrixMessage(ctx context.Context, p *Portal, evt *event.Event)
 		}
 	}
 	if relayed {
-		if content, err = b.relayContent(ctx, evt, content); err != nil {
+		msg.Unrelayed, msg.SenderName = content, b.relayName(ctx, evt)
+		if content, err = b.relayContent(evt, msg.SenderName, content); err != nil {
 			return err
 		}
 	}
@@ -193,6 +201,9 @@ func (b *Bridge) matrixMessage(ctx context.Context, p *Portal, evt *event.Event)
 		// protocol without message IDs): "* new text", as chat networks
 		// without edits write it.
 		msg.Content, msg.EditOf = editFallback(content), nil
+		if msg.Unrelayed != nil {
+			msg.Unrelayed = editFallback(msg.Unrelayed)
+		}
 		remoteID, err = b.Network.SendMessage(ctx, msg)
 	default:
 		remoteID, err = b.Network.SendMessage(ctx, msg)
@@ -241,13 +252,18 @@ type relayData struct {
 	Message     string
 }
 
+// relayName is how a relayed message names its sender: their display
+// name in the room, else their localpart.
+func (b *Bridge) relayName(ctx context.Context, evt *event.Event) string {
+	if member := b.AS.Bot().Member(ctx, evt.RoomID, evt.Sender); member != nil && member.Displayname != "" {
+		return member.Displayname
+	}
+	return evt.Sender.Localpart()
+}
+
 // relayContent applies the relay format to a message: to its body, and
 // (with the name HTML-escaped) to its formatted body.
-func (b *Bridge) relayContent(ctx context.Context, evt *event.Event, content *event.MessageEventContent) (*event.MessageEventContent, error) {
-	name := evt.Sender.Localpart()
-	if member := b.AS.Bot().Member(ctx, evt.RoomID, evt.Sender); member != nil && member.Displayname != "" {
-		name = member.Displayname
-	}
+func (b *Bridge) relayContent(evt *event.Event, name string, content *event.MessageEventContent) (*event.MessageEventContent, error) {
 	tmpl := b.relayMessage
 	c := *content
 	if c.MsgType == event.MsgEmote {

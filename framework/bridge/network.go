@@ -85,6 +85,12 @@ type MatrixMessage struct {
 	// Relayed says the network's relay (bot) account should send it: the
 	// sender has no login and the portal relays.
 	Relayed bool
+	// Unrelayed and SenderName, for a relayed message, are its content
+	// before the relay format and the sender's name as the format used
+	// it: for networks that can show a relayed sender natively (IRC's
+	// RELAYMSG).
+	Unrelayed  *event.MessageEventContent
+	SenderName string
 	// ReplyTo and ThreadRoot are the bridged messages this one replies to
 	// or threads under; nil when there is none or it was not bridged.
 	ReplyTo    *Message

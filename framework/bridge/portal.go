@@ -290,10 +290,7 @@ func (b *Bridge) createRoom(ctx context.Context, p *Portal, info *ChannelInfo, o
 		}
 	}
 	if dmUser != "" {
-		p.mu.Lock()
-		p.dmUser = dmUser
-		p.mu.Unlock()
-		if _, err := b.DB.Exec(ctx, `UPDATE bridge_portals SET dm_user = $2 WHERE portal_id = $1`, p.ID, dmUser); err != nil {
+		if err := p.setDMUser(ctx, dmUser); err != nil {
 			return "", false, err
 		}
 	}
@@ -523,10 +520,28 @@ func (q aliasQueries) QueryAlias(alias id.RoomAlias) bool {
 	return true
 }
 
+// QueryUser: ghosts are registered when the remote side first shows them,
+// or, with a GhostResolver, when a Matrix user names one first (an invite,
+// a direct chat) and the network knows the remote user.
 func (q aliasQueries) QueryUser(userID id.UserID) bool {
-	// Ghosts are registered when the remote side first shows them; a
-	// query for one that is not is answered "no such user".
-	return false
+	b := q.b
+	r, ok := b.Network.(GhostResolver)
+	if !ok || !b.AS.Config.IsGhost(userID) {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(b.Log.WithContext(context.Background()), time.Minute)
+	defer cancel()
+	remote, err := r.ResolveGhost(ctx, userID)
+	if err == nil {
+		_, err = b.Ghost(ctx, remote)
+	}
+	if err != nil {
+		if !errors.Is(err, ErrUnknownChannel) {
+			b.Log.Warn().Err(err).Stringer("user_id", userID).Msg("Failed to resolve a ghost")
+		}
+		return false
+	}
+	return true
 }
 
 // AliasFor is the alias localpart of a channel's portal.

@@ -202,5 +202,34 @@ func TestProfileChangeReachesRoomsAndMembersAt(t *testing.T) {
 		if err != nil || len(now.Chunk) != 2 {
 			t.Fatalf("current joined members = %d, %v", len(now.Chunk), err)
 		}
+
+		// The profile change says what it replaced (unsigned.replaces_state
+		// and prev_content): how clients tell it from a join.
+		after, err := alice.SyncRequest(ctx, 0, before.NextBatch, "", false, event.PresenceOnline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var join, change *event.Event
+		for _, e := range after.Rooms.Join[roomID].Timeline.Events {
+			if e.Type == event.StateMember && e.GetStateKey() == string(bob.UserID) {
+				if join == nil {
+					join = e
+				} else {
+					change = e
+				}
+			}
+		}
+		if join == nil || change == nil {
+			t.Fatalf("bob's join and profile change not in the timeline: %+v", after.Rooms.Join[roomID].Timeline.Events)
+		}
+		if join.Unsigned.PrevContent != nil || join.Unsigned.ReplacesState != "" {
+			t.Errorf("bob's first membership has prev_content %+v, replaces_state %q", join.Unsigned.PrevContent, join.Unsigned.ReplacesState)
+		}
+		if change.Unsigned.ReplacesState != join.ID {
+			t.Errorf("replaces_state = %q, want the join %s", change.Unsigned.ReplacesState, join.ID)
+		}
+		if prev := change.Unsigned.PrevContent; prev == nil || prev.Raw["membership"] != "join" || prev.Raw["displayname"] == "Bobby" {
+			t.Errorf("prev_content = %+v, want the join's content", prev)
+		}
 	})
 }

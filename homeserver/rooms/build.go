@@ -245,6 +245,7 @@ func (w *work) append(ctx context.Context, req EventRequest) (*storage.Event, er
 	}
 	if p.StateKey != nil {
 		key := storage.StateKey{Type: p.Type, StateKey: *p.StateKey}
+		e.ReplacesState = rs.ids[key]
 		rs.ids[key] = eventID
 		rs.state[key] = p
 		group, err := w.s.db.InsertStateGroup(ctx, rs.roomID, rs.group, rs.chain, storage.StateMap{key: eventID}, rs.ids)

@@ -46,10 +46,13 @@ type Viewer struct {
 func (s *Service) Render(ctx context.Context, events []*storage.Event, viewer Viewer, withRoomID bool) []*ClientEvent {
 	out := make([]*ClientEvent, 0, len(events))
 	now := time.Now().UnixMilli()
-	var redactions map[id.EventID]*storage.Event
+	var redactions, replaced map[id.EventID]*storage.Event
 	for _, e := range events {
 		if e.RedactedBy != "" && redactions == nil {
 			redactions = s.loadRedactions(ctx, events)
+		}
+		if e.ReplacesState != "" && replaced == nil {
+			replaced = s.loadReplaced(ctx, events)
 		}
 		ce := &ClientEvent{
 			Content:        json.RawMessage(gjson.GetBytes(e.PDU, "content").Raw),
@@ -75,6 +78,16 @@ func (s *Service) Render(ctx context.Context, events []*storage.Event, viewer Vi
 		if e.TxnID != "" && e.Sender == viewer.UserID && e.DeviceID == viewer.DeviceID {
 			ce.Unsigned["transaction_id"] = e.TxnID
 		}
+		if e.ReplacesState != "" {
+			// prev_content lets clients tell a join from a profile change,
+			// an unban from a leave.
+			ce.Unsigned["replaces_state"] = e.ReplacesState
+			if prev := replaced[e.ReplacesState]; prev != nil {
+				if c := gjson.GetBytes(prev.PDU, "content"); c.IsObject() {
+					ce.Unsigned["prev_content"] = json.RawMessage(c.Raw)
+				}
+			}
+		}
 		if r := redactions[e.RedactedBy]; r != nil {
 			rendered := s.Render(ctx, []*storage.Event{r}, viewer, withRoomID)
 			ce.Unsigned["redacted_because"] = rendered[0]
@@ -86,15 +99,25 @@ func (s *Service) Render(ctx context.Context, events []*storage.Event, viewer Vi
 }
 
 func (s *Service) loadRedactions(ctx context.Context, events []*storage.Event) map[id.EventID]*storage.Event {
+	return s.loadRelated(ctx, events, func(e *storage.Event) id.EventID { return e.RedactedBy })
+}
+
+// loadReplaced loads the state events the state events replaced.
+func (s *Service) loadReplaced(ctx context.Context, events []*storage.Event) map[id.EventID]*storage.Event {
+	return s.loadRelated(ctx, events, func(e *storage.Event) id.EventID { return e.ReplacesState })
+}
+
+// loadRelated loads, by ID, the event each event names with ref.
+func (s *Service) loadRelated(ctx context.Context, events []*storage.Event, ref func(*storage.Event) id.EventID) map[id.EventID]*storage.Event {
 	var ids []id.EventID
 	for _, e := range events {
-		if e.RedactedBy != "" {
-			ids = append(ids, e.RedactedBy)
+		if r := ref(e); r != "" {
+			ids = append(ids, r)
 		}
 	}
 	found, err := s.db.GetEvents(ctx, ids)
 	if err != nil {
-		s.log.Warn().Err(err).Msg("Failed to load redaction events")
+		s.log.Warn().Err(err).Msg("Failed to load related events (redactions, replaced state)")
 	}
 	out := make(map[id.EventID]*storage.Event, len(found))
 	for _, r := range found {

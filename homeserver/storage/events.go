@@ -40,6 +40,8 @@ type Event struct {
 	RelKey         string
 	DeviceID       id.DeviceID
 	TxnID          string
+	// ReplacesState is the state event this one replaced ("" for none).
+	ReplacesState id.EventID
 }
 
 // StateKey identifies a state entry.
@@ -94,11 +96,11 @@ func (db *DB) SetRoomPublic(ctx context.Context, roomID id.RoomID, public bool) 
 func (db *DB) InsertEvent(ctx context.Context, e *Event) error {
 	_, err := db.Exec(ctx, `
 		INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
-			state_before, state_after, pdu, rel_type, relates_to, rel_key, device_id, txn_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+			state_before, state_after, pdu, rel_type, relates_to, rel_key, device_id, txn_id, replaces_state)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
 		e.StreamPos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS,
 		e.StateBefore, e.StateAfter, string(e.PDU), nullString(e.RelType), nullString(string(e.RelatesTo)),
-		nullString(e.RelKey), nullString(string(e.DeviceID)), nullString(e.TxnID))
+		nullString(e.RelKey), nullString(string(e.DeviceID)), nullString(e.TxnID), nullString(string(e.ReplacesState)))
 	if err != nil {
 		return fmt.Errorf("insert event: %w", err)
 	}
@@ -106,14 +108,14 @@ func (db *DB) InsertEvent(ctx context.Context, e *Event) error {
 }
 
 const eventColumns = `stream_pos, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
-	state_before, state_after, pdu, redacted_by, rel_type, relates_to, rel_key, device_id, txn_id`
+	state_before, state_after, pdu, redacted_by, rel_type, relates_to, rel_key, device_id, txn_id, replaces_state`
 
 func scanEvent(row interface{ Scan(...any) error }) (*Event, error) {
 	var e Event
-	var stateKey, redactedBy, relType, relatesTo, relKey, deviceID, txnID sql.NullString
+	var stateKey, redactedBy, relType, relatesTo, relKey, deviceID, txnID, replaces sql.NullString
 	var pdu string
 	err := row.Scan(&e.StreamPos, &e.EventID, &e.RoomID, &e.Type, &stateKey, &e.Sender, &e.Depth, &e.OriginServerTS,
-		&e.StateBefore, &e.StateAfter, &pdu, &redactedBy, &relType, &relatesTo, &relKey, &deviceID, &txnID)
+		&e.StateBefore, &e.StateAfter, &pdu, &redactedBy, &relType, &relatesTo, &relKey, &deviceID, &txnID, &replaces)
 	if err != nil {
 		return nil, err
 	}
@@ -123,6 +125,7 @@ func scanEvent(row interface{ Scan(...any) error }) (*Event, error) {
 	e.PDU = []byte(pdu)
 	e.RedactedBy, e.RelType, e.RelatesTo = id.EventID(redactedBy.String), relType.String, id.EventID(relatesTo.String)
 	e.RelKey, e.DeviceID, e.TxnID = relKey.String, id.DeviceID(deviceID.String), txnID.String
+	e.ReplacesState = id.EventID(replaces.String)
 	return &e, nil
 }
 

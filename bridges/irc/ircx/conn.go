@@ -267,7 +267,8 @@ type session struct {
 	user, host   string // as the server shows us, when learnt
 	account      string // SASL account (900)
 	is           *ISupport
-	caps         []string // enabled
+	caps         []string          // enabled
+	capValues    map[string]string // offered caps' values (CAP LS 302), by name
 	channels     map[string]*channel
 	serverErr    string // the server's ERROR text
 	registeredAt time.Time
@@ -526,7 +527,11 @@ func (s *session) capChange(m *irc.Message) {
 	case "NEW":
 		var want []string
 		for _, tok := range list {
-			name, _, _ := strings.Cut(tok, "=")
+			name, value, _ := strings.Cut(tok, "=")
+			if s.capValues == nil {
+				s.capValues = map[string]string{}
+			}
+			s.capValues[name] = value
 			if name != "sasl" && slices.Contains(s.c.cfg.Caps, name) && !slices.Contains(s.caps, name) {
 				want = append(want, name)
 			}
@@ -688,6 +693,21 @@ func (c *Conn) Caps() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.caps)
+}
+
+// CapValue returns the value the server gave an enabled capability
+// ("draft/relaymsg=/" → "/"), and whether it is enabled.
+func (c *Conn) CapValue(name string) (string, bool) {
+	s := c.state()
+	if s == nil {
+		return "", false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !slices.Contains(s.caps, name) {
+		return "", false
+	}
+	return s.capValues[name], true
 }
 
 // HasCap reports whether capability name is enabled.

@@ -108,6 +108,9 @@ func (s *session) handshake() error {
 				if (len(m.Params) >= 4 && m.Params[2] == "*") || phase != capLS {
 					continue // more to come
 				}
+				s.mu.Lock()
+				s.capValues = offered
+				s.mu.Unlock()
 				if cfg.SASL != nil {
 					mechs, ok := offered["sasl"]
 					if !ok || (mechs != "" && !slices.Contains(strings.Split(strings.ToUpper(mechs), ","), "PLAIN")) {
