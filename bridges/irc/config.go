@@ -108,6 +108,12 @@ type NetworkConfig struct {
 	// waiting for them to come back; then it leaves ("netsplit").
 	// Default 60s.
 	NetsplitGrace time.Duration `yaml:"netsplit_grace"`
+	// LazyMembersOver: in channels with more users than this, IRC users'
+	// ghosts join the room when they first speak (operators and voiced
+	// users at once), not all when the channel is bridged, so a channel of
+	// thousands does not flood the room and the homeserver with joins.
+	// Default 500; -1: never lazy.
+	LazyMembersOver int `yaml:"lazy_members_over"`
 	// Mappings links IRC channels to existing Matrix rooms when the bot
 	// connects ("#channel": "!roomid"); the bot must be invited to the
 	// room.
@@ -236,6 +242,11 @@ func (n *NetworkConfig) validate(prefix string) error {
 		n.BotNick = "mxbridge"
 	} else if sanitizeNick(n.BotNick) != n.BotNick {
 		bad("bot_nick", "%q is not a valid IRC nick", n.BotNick)
+	}
+	if n.LazyMembersOver == 0 {
+		n.LazyMembersOver = 500
+	} else if n.LazyMembersOver < -1 {
+		bad("lazy_members_over", "must be -1 (never lazy) or more, got %d", n.LazyMembersOver)
 	}
 	if n.NickServ == "" {
 		n.NickServ = "NickServ"

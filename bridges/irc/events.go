@@ -42,6 +42,9 @@ func (n *network) onBotEvent(conn *ircx.Conn, ev *ircx.Event) {
 			if n.splits.rejoin(from, ch) {
 				continue // back from a netsplit: the ghost never left
 			}
+			if n.lazy(ch) {
+				continue // the ghost joins when they speak
+			}
 			user := n.remoteUser(from)
 			n.lane(n.portalID(ch), func(ctx context.Context) {
 				n.c.ghostReady(ctx, user)
@@ -201,7 +204,11 @@ func (n *network) onNick(conn *ircx.Conn, ev *ircx.Event, from, to string) {
 		pid := n.portalID(ch)
 		oldSuffix, newUser := ghostSuffix(n.cfg.ID, n.fold(from)), n.remoteUser(to)
 		mb, _ := conn.Member(ch, to)
+		lazy := n.lazy(ch)
 		n.lane(pid, func(ctx context.Context) {
+			if lazy && !n.ghostInPortal(ctx, pid, from) {
+				return // a ghost that never joined: the new nick joins when it speaks
+			}
 			if !sameGhost {
 				err := n.c.br.RemoteLeave(ctx, pid, oldSuffix, "changed nick to "+to)
 				if !ignorable(err) {
@@ -287,11 +294,30 @@ func (n *network) syncChannel(ctx context.Context, channel string) {
 		}
 		return
 	}
+	lazy := n.cfg.LazyMembersOver >= 0 && len(st.Members) > n.cfg.LazyMembersOver
+	var inRoom map[id.UserID]bool
+	if lazy {
+		// Only the ghosts already in the room (who spoke) stay, and the
+		// operators and voiced users join: SyncMembers removes the rest.
+		joined, err := n.c.br.AS.StateStore.GetRoomJoinedOrInvitedMembers(ctx, p.RoomID())
+		if err != nil {
+			n.report(err, "member sync", channel)
+			return
+		}
+		inRoom = make(map[id.UserID]bool, len(joined))
+		for _, u := range joined {
+			inRoom[u] = true
+		}
+	}
 	members := make([]bridge.RemoteUser, 0, len(st.Members))
 	for _, m := range st.Members {
-		if !n.isBridge(m.Nick) {
-			members = append(members, n.remoteUser(m.Nick))
+		if n.isBridge(m.Nick) {
+			continue
 		}
+		if lazy && m.Modes == "" && !inRoom[n.ghostID(m.Nick)] {
+			continue
+		}
+		members = append(members, n.remoteUser(m.Nick))
 	}
 	n.c.ghostsReady(ctx, members)
 	n.report(n.c.br.SyncMembers(ctx, pid, members), "member sync", channel)
@@ -440,6 +466,22 @@ func (c *core) DirectChat(ctx context.Context, user *bridge.User, ghost id.UserI
 		return "", bridge.RemoteUser{}, err
 	}
 	return dmPortalID(n.cfg.ID, folded, user.ID), n.remoteUser(n.currentNick(folded)), nil
+}
+
+// lazy reports whether channel's member list syncs lazily
+// (lazy_members_over).
+func (n *network) lazy(channel string) bool {
+	count, _ := n.bot.MemberCount(channel)
+	return n.cfg.LazyMembersOver >= 0 && count > n.cfg.LazyMembersOver
+}
+
+// ghostInPortal reports whether nick's ghost is in the portal's room.
+func (n *network) ghostInPortal(ctx context.Context, portalID, nick string) bool {
+	p, err := n.c.br.Portal(ctx, portalID)
+	if err != nil || p.RoomID() == "" {
+		return false
+	}
+	return n.c.br.AS.StateStore.IsInRoom(ctx, p.RoomID(), n.ghostID(nick))
 }
 
 // currentNick is a folded nick as the user writes it, when the bot shares

@@ -435,7 +435,7 @@ func (n *network) isConfigChannel(channel string) bool {
 // brings the portal's members in line (after a JOIN, the end of NAMES
 // does).
 func (n *network) ensureBotIn(ctx context.Context, channel string) {
-	if _, ok := n.bot.Channel(channel); ok {
+	if _, ok := n.bot.MemberCount(channel); ok {
 		n.syncChannel(ctx, channel)
 		return
 	}
@@ -455,7 +455,7 @@ func (n *network) leaveChannel(ctx context.Context, channel string) {
 	if n.isConfigChannel(channel) {
 		return
 	}
-	if _, ok := n.bot.Channel(channel); ok {
+	if _, ok := n.bot.MemberCount(channel); ok {
 		if err := n.bot.Send(ctx, &irc.Message{Command: "PART", Params: []string{channel, "Room unlinked"}}); err != nil {
 			n.log.Warn().Err(err).Str("channel", channel).Msg("Bot failed to part a channel")
 		}

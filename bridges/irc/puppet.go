@@ -332,7 +332,7 @@ func (p *puppet) tellOnce(flag *atomic.Bool, markdown string) {
 func (p *puppet) joinLocked(ctx context.Context, channel string) error {
 	conn := p.conn.Load()
 	p.want(channel)
-	if _, ok := conn.Channel(channel); ok {
+	if _, ok := conn.MemberCount(channel); ok {
 		return nil
 	}
 	key := p.n.fold(channel)
@@ -344,7 +344,7 @@ func (p *puppet) joinLocked(ctx context.Context, channel string) error {
 	p.joinWait[key] = append(p.joinWait[key], wait)
 	p.wmu.Unlock()
 	defer p.dropJoinWaiter(key, wait)
-	if _, ok := conn.Channel(channel); ok { // a rejoin in flight got there
+	if _, ok := conn.MemberCount(channel); ok { // a rejoin in flight got there
 		return nil
 	}
 	if err := conn.Send(ctx, &irc.Message{Command: "JOIN", Params: []string{channel}}); err != nil {
@@ -404,7 +404,7 @@ func (p *puppet) part(ctx context.Context, channel, reason string) {
 	if conn == nil || !conn.Connected() {
 		return
 	}
-	if _, ok := conn.Channel(channel); !ok {
+	if _, ok := conn.MemberCount(channel); !ok {
 		return
 	}
 	if err := conn.Send(ctx, &irc.Message{Command: "PART", Params: []string{channel, reason}}); err != nil {

@@ -212,3 +212,41 @@ func TestDirectChatFromMatrix(t *testing.T) {
 	}
 	testkit.WaitForEvent(t, alice, room.RoomID, membership(bad, event.MembershipLeave), wait)
 }
+
+// A channel over lazy_members_over: only its operators' ghosts join at
+// once; the others join when they speak, and leave when they go.
+func TestLazyMembers(t *testing.T) {
+	e := startEnv(t, func(c *Config) { c.Networks[0].LazyMembersOver = 3 })
+	op := e.ircUser("op", "#big") // first in: operator
+	var quiet []*ircxtest.Client
+	for _, nick := range []string{"q1", "q2", "q3", "q4"} {
+		quiet = append(quiet, e.ircUser(nick, "#big"))
+	}
+	alice := e.kit.NewUser("alice")
+	room := e.joinPortal(alice, "#big")
+	op.Expect(wait, ircCmd("JOIN", "alice[m]", "#big"))
+	testkit.WaitForJoin(t, alice, room, e.ghost("op"), wait)
+
+	quiet[1].Send("PRIVMSG #big :I speak")
+	testkit.WaitForEvent(t, alice, room, from(e.ghost("q2"), testkit.HasBody("I speak")), wait)
+	late := e.ircUser("late", "#big")
+	late.Send("PRIVMSG #big :and I")
+	testkit.WaitForEvent(t, alice, room, from(e.ghost("late"), testkit.HasBody("and I")), wait)
+	quiet[1].Send("PART #big")
+	testkit.WaitForEvent(t, alice, room, membership(e.ghost("q2"), event.MembershipLeave), wait)
+
+	members, err := alice.JoinedMembers(e.ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nick := range []string{"q1", "q3", "q4", "q2"} {
+		if _, in := members.Joined[e.ghost(nick)]; in {
+			t.Errorf("%s's ghost is in the room without having spoken", nick)
+		}
+	}
+	for _, nick := range []string{"op", "late"} {
+		if _, in := members.Joined[e.ghost(nick)]; !in {
+			t.Errorf("%s's ghost is not in the room", nick)
+		}
+	}
+}

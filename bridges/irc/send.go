@@ -57,7 +57,7 @@ func (c *core) send(ctx context.Context, msg *bridge.MatrixMessage) (string, err
 		if channel == "" {
 			return "", errors.New("direct chats are not relayed")
 		}
-		if _, ok := n.bot.Channel(channel); !ok {
+		if _, ok := n.bot.MemberCount(channel); !ok {
 			return "", fmt.Errorf("the bridge bot is not in %s", channel)
 		}
 		conn = n.bot

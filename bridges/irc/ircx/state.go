@@ -295,6 +295,23 @@ func (c *Conn) Channel(name string) (Channel, bool) {
 	return out, true
 }
 
+// MemberCount returns how many members a joined channel has (0 with
+// Config.NoMembers), and whether it is joined: cheaper than Channel,
+// which copies the member list.
+func (c *Conn) MemberCount(channel string) (int, bool) {
+	s := c.state()
+	if s == nil {
+		return 0, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := s.channels[s.is.Fold(channel)]
+	if ch == nil {
+		return 0, false
+	}
+	return len(ch.members), true
+}
+
 // Member returns nick's membership of a joined channel.
 func (c *Conn) Member(channel, nick string) (Member, bool) {
 	s := c.state()
