@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"go.mau.fi/util/random"
@@ -62,6 +63,11 @@ type Config struct {
 
 	// DataDir is where relative paths point (not read from YAML).
 	DataDir string `yaml:"-"`
+	// Protocols are the third-party protocols the registration declares,
+	// set by a bridge from its network (not read from YAML). nil leaves
+	// the registration file's as they are (generate-registration, which
+	// runs no network); empty declares none.
+	Protocols []string `yaml:"-"`
 
 	// urlFromListen: URL was derived from Listen (so Bind may correct it
 	// to the port actually bound).
@@ -169,6 +175,12 @@ func (c *Config) applyTo(reg *appservice.Registration) {
 	reg.RateLimited = &falseVal
 	reg.EphemeralEvents = c.ReceiveEphemeral
 	reg.SoruEphemeralEvents = false
+	if c.Protocols != nil {
+		reg.Protocols = slices.Clone(c.Protocols)
+		if len(reg.Protocols) == 0 {
+			reg.Protocols = nil
+		}
+	}
 	server := regexp.QuoteMeta(c.ServerName)
 	reg.Namespaces = appservice.Namespaces{}
 	if c.GhostPrefix != "" {

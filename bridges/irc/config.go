@@ -170,6 +170,9 @@ func (c *Config) Validate() error {
 	if len(c.Networks) == 0 {
 		bad("networks", "must list at least one IRC network")
 	}
+	// Element's room directory lists IRC networks (third-party protocol
+	// irc): declared in the registration, generate-registration's too.
+	c.Protocols = []string{"irc"}
 	if c.MediaURL != "" {
 		if u, err := url.Parse(c.MediaURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("media_url", "must be an http(s) URL, got %q", c.MediaURL)

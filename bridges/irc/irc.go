@@ -58,6 +58,7 @@ func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Bridge, error) 
 	}
 	c.br = br
 	c.addCommands()
+	c.addProvisioning()
 	br.AS.OnEvent(c.onMatrixEvent)
 	return &Bridge{Config: cfg, Framework: br, core: c}, nil
 }
@@ -90,6 +91,7 @@ type core struct {
 	order    []*network
 	lanes    *lanes
 	ghosts   ghostLocks
+	prov     *provisioner // matrix-appservice-irc's provisioning API (provision.go)
 	// passwords seals the services passwords users store (storepass).
 	passwords *passwordBox
 	// idents are the connections' idents, and identd answers for them

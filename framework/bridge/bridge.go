@@ -194,6 +194,7 @@ func New(ctx context.Context, cfg *Config, network Network, log zerolog.Logger) 
 	if info.ID == "" {
 		return nil, errors.New("bridge: the network's Info().ID is empty")
 	}
+	cfg.Config.Protocols = thirdPartyProtocolIDs(network)
 	as, err := framework.New(ctx, &cfg.Config, log)
 	if err != nil {
 		return nil, err
@@ -227,6 +228,7 @@ func New(ctx context.Context, cfg *Config, network Network, log zerolog.Logger) 
 	b.registerCommands()
 	as.AS.QueryHandler = aliasQueries{b}
 	as.AS.Router.Handle("/_switchboard/provision/", b.provisioningHandler())
+	b.registerThirdParty()
 	as.OnEvent(b.handleMatrixEvent)
 	return b, nil
 }
