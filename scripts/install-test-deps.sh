@@ -12,6 +12,9 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 [ -x /usr/bin/prometheus-alertmanager ] || need+=(prometheus-alertmanager)
 # bridges/irc/ircx (and the IRC bridge tests) start a real ngircd.
 [ -x /usr/sbin/ngircd ] || need+=(ngircd)
+# IRCv3 and SASL: InspIRCd 3 linked to Atheme services.
+[ -x /usr/sbin/inspircd ] || need+=(inspircd)
+[ -x /usr/bin/atheme-services ] || need+=(atheme-services)
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 # matrix-js-sdk tests (homeserver/jstest). Node.js must be >= 20; Debian
 # bookworm's nodejs is 18, so there use NodeSource's or a newer Debian's.

@@ -1,7 +1,8 @@
 // Package ircxtest starts a real IRC server (ngircd, from the Debian
-// package) on a loopback port for tests, and offers a scripted IRC user
-// on gopkg.in/irc.v3 to see what IRC users see. The IRC bridge's tests
-// use it too.
+// package; or InspIRCd 3 with Atheme services for IRCv3 and SASL, see
+// StartInspIRCd) on a loopback port for tests, and offers a scripted IRC
+// user on gopkg.in/irc.v3 to see what IRC users see. The IRC bridge's
+// tests use it too.
 package ircxtest
 
 import (
@@ -178,13 +179,31 @@ func Start(t testing.TB, opts *Options) *Server {
 }
 
 func nobody(t testing.TB) (uid, gid int) {
+	u, err := lookupNobody()
+	if err != nil {
+		t.Fatalf("ircxtest: running the server as nobody: %v", err)
+	}
+	return u.uid, u.gid
+}
+
+type unixUser struct{ uid, gid int }
+
+// lookupNobody returns the user the servers run as when the tests run as
+// root (ngircd and InspIRCd refuse to run as root).
+func lookupNobody() (unixUser, error) {
 	u, err := user.Lookup("nobody")
 	if err != nil {
-		t.Fatalf("running ngircd as nobody: %v", err)
+		return unixUser{}, err
 	}
-	uid, _ = strconv.Atoi(u.Uid)
-	gid, _ = strconv.Atoi(u.Gid)
-	return uid, gid
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return unixUser{}, fmt.Errorf("uid %q: %w", u.Uid, err)
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return unixUser{}, fmt.Errorf("gid %q: %w", u.Gid, err)
+	}
+	return unixUser{uid, gid}, nil
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.
