@@ -34,10 +34,12 @@ const wait = 10 * time.Second
 type env struct {
 	t   *testing.T
 	kit *testkit.Kit
-	srv *ircxtest.Server
-	cfg *Config
-	br  *Bridge
-	ctx context.Context
+	// addr is the IRC server's; srv is it when it is an ngircd.
+	addr string
+	srv  *ircxtest.Server
+	cfg  *Config
+	br   *Bridge
+	ctx  context.Context
 	// botCli acts as the bridge bot, which sees every portal room.
 	botCli *mautrix.Client
 }
@@ -59,9 +61,18 @@ func startEnvWith(t *testing.T, tune func(*Config), beforeRun func(*env)) *env {
 // startEnvOn is startEnvWith on an ngircd started with opts.
 func startEnvOn(t *testing.T, opts *ircxtest.Options, tune func(*Config), beforeRun func(*env)) *env {
 	t.Helper()
-	kit := testkit.Start(t)
 	srv := ircxtest.Start(t, opts)
-	host, portStr, _ := net.SplitHostPort(srv.Addr)
+	e := startEnvAt(t, srv.Addr, tune, beforeRun)
+	e.srv = srv
+	return e
+}
+
+// startEnvAt starts a homeserver and the bridge with one network "test"
+// on the IRC server at addr (host:port).
+func startEnvAt(t *testing.T, addr string, tune func(*Config), beforeRun func(*env)) *env {
+	t.Helper()
+	kit := testkit.Start(t)
+	host, portStr, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(portStr)
 	cfg := &Config{
 		Config: bridge.Config{Config: *kit.FrameworkConfig("irc")},
@@ -84,7 +95,7 @@ func startEnvOn(t *testing.T, opts *ircxtest.Options, tune func(*Config), before
 		t.Fatal(err)
 	}
 	kit.RegisterAppservice(reg)
-	e := &env{t: t, kit: kit, srv: srv, cfg: cfg, ctx: context.Background(), botCli: kit.ASClient(reg)}
+	e := &env{t: t, kit: kit, addr: addr, cfg: cfg, ctx: context.Background(), botCli: kit.ASClient(reg)}
 	if beforeRun != nil {
 		beforeRun(e)
 	}
@@ -127,7 +138,7 @@ func (e *env) ghost(nick string) id.UserID { return e.cfg.GhostID("test_" + stri
 // ircUser connects a scripted IRC user and joins it to channels.
 func (e *env) ircUser(nick string, channels ...string) *ircxtest.Client {
 	e.t.Helper()
-	cl := ircxtest.Dial(e.t, e.srv.Addr, nick)
+	cl := ircxtest.Dial(e.t, e.addr, nick)
 	for _, ch := range channels {
 		cl.Send("JOIN " + ch)
 		cl.Expect(wait, func(m *irc.Message) bool { return m.Command == "366" && strings.EqualFold(m.Param(1), ch) })
