@@ -42,6 +42,7 @@ type env struct {
 	ctx  context.Context
 	// botCli acts as the bridge bot, which sees every portal room.
 	botCli *mautrix.Client
+	stop   func() // stops the running bridge
 }
 
 // startEnv starts a homeserver, ngircd and the bridge with one network
@@ -99,27 +100,44 @@ func startEnvAt(t *testing.T, addr string, tune func(*Config), beforeRun func(*e
 	if beforeRun != nil {
 		beforeRun(e)
 	}
+	e.runBridge()
+	t.Cleanup(e.stopBridge)
+	return e
+}
+
+// runBridge starts the bridge on e's config and waits until it is
+// connected to IRC.
+func (e *env) runBridge() {
+	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	level := zerolog.WarnLevel
 	if l, err := zerolog.ParseLevel(os.Getenv("IRC_TEST_LOG")); err == nil && l != zerolog.NoLevel {
 		level = l // IRC_TEST_LOG=debug shows what the bridge does
 	}
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(level)
-	br, err := New(ctx, cfg, log)
+	log := zerolog.New(zerolog.NewTestWriter(e.t)).Level(level)
+	br, err := New(ctx, e.cfg, log)
 	if err != nil {
-		t.Fatal(err)
+		cancel()
+		e.t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- br.Run(ctx) }()
-	t.Cleanup(func() {
+	e.stop = func() {
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("bridge stopped with %v", err)
+			e.t.Errorf("bridge stopped with %v", err)
 		}
-	})
+	}
 	e.br = br
 	e.waitState(bridge.StateConnected)
-	return e
+}
+
+// stopBridge stops the bridge (again: nothing).
+func (e *env) stopBridge() {
+	if e.stop != nil {
+		e.stop()
+		e.stop = nil
+	}
 }
 
 func (e *env) waitState(want bridge.StateName) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"gopkg.in/irc.v3"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/switchboard-im/switchboard/bridges/irc/ircfmt"
@@ -46,6 +47,9 @@ type network struct {
 	whois    map[string][]*whoisRequest
 
 	splits *splitDebouncer // netsplit quits in their grace period
+	// restored: the puppets of the users in portal rooms were brought
+	// back after the bridge started (once per run).
+	restored atomic.Bool
 }
 
 func newNetwork(c *core, cfg *NetworkConfig) *network {
@@ -283,14 +287,56 @@ func (n *network) connected() {
 	n.mu.Unlock()
 	n.log.Info().Str("nick", n.bot.Nick()).Msg("Connected to the IRC network")
 	n.c.updateState()
+	first := !n.restored.Swap(true)
 	n.c.bg(func(ctx context.Context) {
 		n.joinChannels(ctx)
 		if back {
 			n.noticeAll(ctx, fmt.Sprintf("✅ The bridge is connected to the IRC network %s again.", n.cfg.Name))
 		}
 		n.applyMappings(ctx)
+		if first {
+			n.restorePuppets(ctx)
+		}
 	})
 	n.reconnectPuppets()
+}
+
+// restorePuppets, at the bridge's first connection to the network, brings
+// back the puppets of the Matrix users in its portal rooms (paced by the
+// connection rate), so that a bridge restart does not make them vanish
+// from IRC until they speak. Puppets then idle out as usual.
+func (n *network) restorePuppets(ctx context.Context) {
+	portals, err := n.portals(ctx)
+	if err != nil {
+		n.log.Warn().Err(err).Msg("Failed to list portals to restore puppets")
+		return
+	}
+	wanted := 0
+	for _, portal := range portals {
+		_, channel, _, err := n.c.route(portal.ID)
+		if err != nil || channel == "" || portal.RoomID() == "" {
+			continue
+		}
+		members, err := n.c.br.AS.StateStore.GetRoomMembers(ctx, portal.RoomID(), event.MembershipJoin)
+		if err != nil {
+			n.log.Warn().Err(err).Str("portal", portal.ID).Msg("Failed to list a portal's members")
+			continue
+		}
+		for userID := range members {
+			if userID == n.c.br.AS.Config.BotID() || n.c.br.AS.Config.IsGhost(userID) {
+				continue
+			}
+			if u, err := n.c.br.User(ctx, userID); err != nil || u.Permission < bridge.PermissionUser {
+				continue
+			}
+			n.puppet(userID).want(channel)
+			wanted++
+		}
+	}
+	if wanted > 0 {
+		n.log.Info().Int("puppets", wanted).Msg("Restoring the puppets of the users in portal rooms")
+		n.reconnectPuppets()
+	}
 }
 
 func (n *network) disconnected(err error) {

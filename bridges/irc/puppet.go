@@ -160,9 +160,13 @@ func (p *puppet) joinChannel(ctx context.Context, channel string) error {
 	if !p.n.isUp() {
 		return nil
 	}
-	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
-	defer cancel()
-	if err := p.connectLocked(cctx); err != nil {
+	// No connectTimeout here: a join waits its turn in the network's
+	// connection rate however long the queue (thousands of users joining
+	// at once); ircx bounds the dial and the registration themselves.
+	if err := p.connectLocked(ctx); err != nil {
+		// Retried with backoff in the background: the user is in the
+		// room and should be in the channel.
+		p.n.c.bg(func(ctx context.Context) { p.reconnect(ctx, false) })
 		return err
 	}
 	p.touch()

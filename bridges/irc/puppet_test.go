@@ -250,3 +250,17 @@ func TestLazyMembers(t *testing.T) {
 		}
 	}
 }
+
+// After a bridge restart, the puppets of the users in portal rooms come
+// back by themselves, not only when their users speak.
+func TestRestartRestoresPuppets(t *testing.T) {
+	e := startEnv(t, nil)
+	carol := e.ircUser("carol", "#keep")
+	xena := e.kit.NewUser("xena")
+	e.joinPortal(xena, "#keep")
+	carol.Expect(wait, ircCmd("JOIN", "xena[m]", "#keep"))
+	e.stopBridge()
+	carol.Expect(wait, ircCmd("QUIT", "xena[m]"))
+	e.runBridge()
+	carol.Expect(wait, ircCmd("JOIN", "xena[m]", "#keep"))
+}
