@@ -36,21 +36,25 @@ import (
 // The irc suite measures the IRC bridge that `switchboard run` starts
 // beside the homeserver, against a real ngircd (/usr/sbin/ngircd) the
 // bench starts on a loopback port. The bench adds an irc section to the
-// generated switchboard.yaml (one network "bench", the bot joins #bench at
-// start, connection_rate --irc-rate a second with an equal burst, a flood
+// generated switchboard.yaml (one network "bench", the bot joins #bench
+// and --irc-channels-1 more channels #bench-1… at start, connection_rate --irc-rate a second with an equal burst, a flood
 // control of 100 lines a second so that the relay phase measures the
 // bridge and not the pacing) and an appservice registration of its own
 // (users @ircb_…, no URL) through which it registers --irc-puppets users
 // without password hashing and joins them to the portal room by its alias,
-// masquerading with ?user_id=. Each join makes the bridge connect that
-// user's puppet and join it to #bench. Lines:
+// masquerading with ?user_id=, user i to channel i mod --irc-channels.
+// Each join makes the bridge connect that user's puppet and join it to the
+// channel. Spreading them is what real bridges see, and it keeps the
+// server's work linear: in one channel every JOIN goes to every member,
+// N²/2 lines (12.5 million for 5,000), which one ngircd cannot send in
+// minutes (--irc-channels=1 shows it). Lines:
 //
 //	bench irc db=sqlite puppets=… connect_s=… rss_kib_per_puppet=… reconnect_s=… relay_irc_to_matrix_p50_ms=… p99_ms=… relay_matrix_to_irc_p50_ms=… p99_ms=…
 //
 // plus one line per phase with details. Phases:
 //
 //   - connect: from the first of the N joins until an IRC observer in
-//     #bench (a scripted client counting NAMES and JOINs) sees all N
+//     every channel (a scripted client counting NAMES and JOINs) sees all N
 //     puppets (nicks ending in "[m]"). The joins run 32 at a time.
 //   - memory: the server's RSS before the joins (bot and one puppet
 //     connected) and after all N are in, settled 5 s; the difference per
@@ -73,6 +77,7 @@ type ircOptions struct {
 	puppets  int
 	rate     int
 	messages int
+	channels int
 }
 
 func addIRCFlags(fs *flag.FlagSet, o *ircOptions) {
@@ -80,6 +85,7 @@ func addIRCFlags(fs *flag.FlagSet, o *ircOptions) {
 	fs.IntVar(&o.rate, "irc-rate", 100, "irc: the network's connection_rate (new connections a second, also the burst)")
 	fs.IntVar(&o.joinRate, "irc-join-rate", 0, "irc: Matrix joins a second in the connect phase (0: as fast as the homeserver takes them, 32 at a time)")
 	fs.IntVar(&o.messages, "irc-messages", 200, "irc: messages each way in the relay phase")
+	fs.IntVar(&o.channels, "irc-channels", 50, "irc: channels the puppets are spread over (1: all in #bench, where every JOIN goes to every member)")
 }
 
 func (o ircOptions) validate() error {
@@ -91,6 +97,9 @@ func (o ircOptions) validate() error {
 	}
 	if o.messages < 1 || o.messages > 100000 {
 		return errors.New("--irc-messages must be between 1 and 100000")
+	}
+	if o.channels < 1 || o.channels > 1000 {
+		return errors.New("--irc-channels must be between 1 and 1000")
 	}
 	return nil
 }
@@ -107,8 +116,19 @@ const (
 	ircJoiners      = 32
 )
 
+// ircChannels are the bench's channels: #bench (the relay phase's, with
+// the listener), then #bench-1….
+func ircChannels(n int) []string {
+	chans := []string{ircChannel}
+	for i := 1; i < n; i++ {
+		chans = append(chans, fmt.Sprintf("%s-%d", ircChannel, i))
+	}
+	return chans
+}
+
 func (b *bench) runIRC(ctx context.Context) (err error) {
 	o := b.opts.irc
+	channels := ircChannels(o.channels)
 	raiseNoFile()
 	ngircd, err := startNgircd()
 	if err != nil {
@@ -123,14 +143,18 @@ func (b *bench) runIRC(ctx context.Context) (err error) {
 		}
 		return editConfig(b.srv.dataDir, func(root *yaml.Node) error {
 			var section yaml.Node
+			quoted := make([]string, len(channels))
+			for i, ch := range channels {
+				quoted[i] = strconv.Quote(ch)
+			}
 			cfg := fmt.Sprintf(`networks:
   - id: %s
     host: 127.0.0.1
     port: %d
-    channels: [%q]
+    channels: [%s]
     connection_rate: {per_second: %d, burst: %d}
     rate_limit: {lines_per_second: 100, burst: 100}
-`, ircNetwork, ngircd.port, ircChannel, o.rate, o.rate)
+`, ircNetwork, ngircd.port, strings.Join(quoted, ", "), o.rate, o.rate)
 			if err := yaml.Unmarshal([]byte(cfg), &section); err != nil {
 				return err
 			}
@@ -157,10 +181,14 @@ func (b *bench) runIRC(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	alias := fmt.Sprintf("#%s%s_%s:%s", prefix, ircNetwork, ircChannel, serverName)
-	b.reportIRC("puppets=%d connection_rate=%d join_rate=%d messages=%d cpus=%d load_1m=%s", o.puppets, o.rate, o.joinRate, o.messages, runtime.NumCPU(), loadAvg())
+	aliasOf := func(channel string) string {
+		return fmt.Sprintf("#%s%s_%s:%s", prefix, ircNetwork, channel, serverName)
+	}
+	alias := aliasOf(ircChannel)
+	b.reportIRC("puppets=%d channels=%d connection_rate=%d join_rate=%d messages=%d cpus=%d load_1m=%s",
+		o.puppets, len(channels), o.rate, o.joinRate, o.messages, runtime.NumCPU(), loadAvg())
 
-	obs, err := dialObserver(ctx, ngircd.addr)
+	obs, err := dialObserver(ctx, ngircd.addr, channels)
 	if err != nil {
 		return err
 	}
@@ -172,16 +200,20 @@ func (b *bench) runIRC(ctx context.Context) (err error) {
 	}
 	hs := &ircHS{base: b.srv.baseURL, asToken: asToken, server: serverName,
 		http: &http.Client{Timeout: 2 * time.Minute, Transport: newMessagingTransport()}}
-	var roomID id.RoomID
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if roomID, err = hs.resolve(ctx, alias); err == nil {
-			break
+	roomIDs := make([]id.RoomID, len(channels))
+	deadline := time.Now().Add(60 * time.Second)
+	for i, ch := range channels {
+		for {
+			if roomIDs[i], err = hs.resolve(ctx, aliasOf(ch)); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("portal alias %s: %w", aliasOf(ch), err)
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("portal alias %s: %w", alias, err)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
+	roomID := roomIDs[0]
 
 	// The listener: a logged-in user (it follows the room by /sync and
 	// speaks for the Matrix → IRC direction); its puppet is puppet 0.
@@ -227,7 +259,7 @@ func (b *bench) runIRC(ctx context.Context) (err error) {
 		if o.joinRate > 0 {
 			time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(o.joinRate))))
 		}
-		return hs.join(ctx, roomID, names[i])
+		return hs.join(ctx, roomIDs[i%len(roomIDs)], names[i])
 	})...)
 	joinsDone := time.Since(start)
 	if joinErrs != nil {
@@ -267,7 +299,7 @@ func (b *bench) runIRC(ctx context.Context) (err error) {
 			return err
 		}
 		upAt := time.Now()
-		if obs, err = dialObserver(ctx, ngircd.addr); err != nil {
+		if obs, err = dialObserver(ctx, ngircd.addr, channels); err != nil {
 			return err
 		}
 		m := b.startMeter()
@@ -503,8 +535,9 @@ func raiseNoFile() {
 // ircObserver is a scripted IRC user in #bench: it tracks the channel's
 // members and the bench messages it sees.
 type ircObserver struct {
-	conn    net.Conn
-	changed chan struct{}
+	conn     net.Conn
+	channels []string
+	changed  chan struct{}
 
 	mu       sync.Mutex
 	members  map[string]bool // lower-cased nicks
@@ -515,13 +548,13 @@ type ircObserver struct {
 
 var mxbRE = regexp.MustCompile(`mxb-(\d+)`)
 
-func dialObserver(ctx context.Context, addr string) (*ircObserver, error) {
+func dialObserver(ctx context.Context, addr string, channels []string) (*ircObserver, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("observer: %w", err)
 	}
-	o := &ircObserver{conn: c, changed: make(chan struct{}, 1), members: map[string]bool{}, seen: map[int]time.Time{}}
+	o := &ircObserver{conn: c, channels: channels, changed: make(chan struct{}, 1), members: map[string]bool{}, seen: map[int]time.Time{}}
 	if err := o.send("NICK " + ircObserverNick + "\r\nUSER observer 0 * :bench observer"); err != nil {
 		c.Close()
 		return nil, err
@@ -571,7 +604,7 @@ func (o *ircObserver) read() {
 			o.mu.Lock()
 		case "001":
 			o.mu.Unlock()
-			_ = o.send("JOIN " + ircChannel)
+			_ = o.send("JOIN " + strings.Join(o.channels, ","))
 			o.mu.Lock()
 		case "353":
 			for _, n := range strings.Fields(trailing) {
