@@ -52,6 +52,7 @@ func (n *network) onBotEvent(conn *ircx.Conn, ev *ircx.Event) {
 			})
 		}
 	case "366": // end of NAMES: the member list is known
+		n.gatherReply(m) // or the end of a NAMES the provisioner asked
 		ch := m.Param(1)
 		n.lane(n.portalID(ch), func(ctx context.Context) { n.syncChannel(ctx, ch) })
 	case "PART":
@@ -108,6 +109,10 @@ func (n *network) onBotEvent(conn *ircx.Conn, ev *ircx.Event) {
 		}
 	case "PRIVMSG", "NOTICE":
 		target := m.Param(0)
+		if m.Command == "PRIVMSG" && isUser && !n.isBridge(from) && n.equal(target, conn.Nick()) {
+			n.privateToBot(from, m.Trailing())
+			return
+		}
 		if !isUser || self || n.isBridge(from) || !conn.ISupport().IsChannel(target) {
 			return // server notices, the bridge's own, messages to the bot, STATUSMSG
 		}
@@ -123,8 +128,16 @@ func (n *network) onBotEvent(conn *ircx.Conn, ev *ircx.Event) {
 			n.onRedact(from, target, msgID)
 		}
 	default:
-		n.whoisReply(m)
+		n.gatherReply(m)
 	}
+}
+
+// privateToBot hands a private message to the bot to the provisioner: an
+// operator's answer to a link request. One lane per sender keeps their
+// answers in order and lets them hold no more than one line of the bot's
+// send queue at a time.
+func (n *network) privateToBot(from, text string) {
+	n.lane("pm/"+pendingKey(n, from), func(ctx context.Context) { n.c.prov.onPrivateMessage(ctx, n, from, text) })
 }
 
 // leave shows an IRC user leaving a channel.
@@ -547,103 +560,137 @@ func (n *network) directMessage(p *puppet, ev *ircx.Event, from string) {
 	})
 }
 
-// ---- WHOIS ----
+// ---- questions to the server ----
 
-type whoisRequest struct {
-	lines []string
+// question is one the bot asked the server (WHOIS, NAMES), the reply
+// being the numerics that answer it, gathered until the
+// one that ends it (replyKey). n.questions holds them by question.
+type question struct {
+	reply []*irc.Message
 	err   error
 	done  chan struct{}
 }
 
-// whoisUser asks the server about a nick through the bot.
-func (n *network) whoisUser(ctx context.Context, nick string) ([]string, error) {
+// ask sends a question through the bot and returns the numerics of the
+// server's reply. Asking what is being asked already waits for that
+// reply instead: two replies to one question cannot be told apart.
+func (n *network) ask(ctx context.Context, q *irc.Message) ([]*irc.Message, error) {
 	if !n.bot.Connected() {
 		return nil, n.errDown()
 	}
-	req := &whoisRequest{done: make(chan struct{})}
-	key := n.fold(nick)
+	key := q.Command + " " + n.fold(q.Param(0))
+	req := &question{done: make(chan struct{})}
 	n.mu.Lock()
-	n.whois[key] = append(n.whois[key], req)
+	asked := n.questions[key]
+	if len(asked) > 0 {
+		req.reply = slices.Clone(asked[0].reply)
+	}
+	n.questions[key] = append(asked, req)
 	n.mu.Unlock()
 	defer func() {
 		n.mu.Lock()
-		n.whois[key] = slices.DeleteFunc(n.whois[key], func(r *whoisRequest) bool { return r == req })
-		if len(n.whois[key]) == 0 {
-			delete(n.whois, key)
+		n.questions[key] = slices.DeleteFunc(n.questions[key], func(r *question) bool { return r == req })
+		if len(n.questions[key]) == 0 {
+			delete(n.questions, key)
 		}
 		n.mu.Unlock()
 	}()
-	if err := n.bot.Send(ctx, &irc.Message{Command: "WHOIS", Params: []string{nick}}); err != nil {
-		return nil, err
+	if len(asked) == 0 {
+		if err := n.bot.Send(ctx, q); err != nil {
+			n.mu.Lock()
+			n.answered(key, err)
+			n.mu.Unlock()
+			return nil, err
+		}
 	}
 	select {
 	case <-req.done:
-		return req.lines, req.err
+		return req.reply, req.err
 	case <-ctx.Done():
 		return nil, errors.New("the server did not answer in time")
 	}
 }
 
-// whoisReply collects WHOIS numerics for the requests waiting.
-func (n *network) whoisReply(m *irc.Message) {
+// replyKey names the question a numeric answers (as ask's key), and
+// whether it ends the reply.
+func (n *network) replyKey(m *irc.Message) (key string, end bool) {
 	if len(m.Command) != 3 || len(m.Params) < 2 {
+		return "", false
+	}
+	switch m.Command {
+	case "353": // RPL_NAMREPLY: me [=*@] #chan :names
+		return "NAMES " + n.fold(m.Params[len(m.Params)-2]), false
+	case "366": // RPL_ENDOFNAMES: me #chan :End of NAMES list
+		return "NAMES " + n.fold(m.Params[1]), true
+	case "318", "401", "406": // RPL_ENDOFWHOIS, ERR_NOSUCHNICK, ERR_WASNOSUCHNICK
+		return "WHOIS " + n.fold(m.Params[1]), true
+	}
+	return "WHOIS " + n.fold(m.Params[1]), false
+}
+
+// gatherReply hands a numeric to the questions waiting for it.
+func (n *network) gatherReply(m *irc.Message) {
+	key, end := n.replyKey(m)
+	if key == "" {
 		return
 	}
-	p := m.Params
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	reqs := n.whois[n.fold(p[1])]
-	if len(reqs) == 0 {
-		return
-	}
-	var line string
-	end := false
-	var fail error
-	switch m.Command {
-	case "311": // nick user host * :realname
-		line = fmt.Sprintf("%s is %s!%s@%s (%s)", m.Param(1), m.Param(1), m.Param(2), m.Param(3), m.Trailing())
-	case "312": // nick server :info
-		line = fmt.Sprintf("on server %s (%s)", m.Param(2), m.Trailing())
-	case "317": // nick idle signon :…
-		if idle, err := strconv.Atoi(m.Param(2)); err == nil {
-			line = fmt.Sprintf("idle for %s", time.Duration(idle)*time.Second)
-		}
-		if signon, err := strconv.ParseInt(m.Param(3), 10, 64); err == nil && len(p) > 4 {
-			line += fmt.Sprintf(", connected since %s UTC", time.Unix(signon, 0).UTC().Format("2006-01-02 15:04"))
-		}
-	case "319": // nick :channels
-		line = "in " + m.Trailing()
-	case "330": // nick account :is logged in as
-		line = "logged in as " + m.Param(2)
-	case "301": // nick :away message
-		line = "away: " + m.Trailing()
-	case "318":
-		end = true
-	case "401", "406":
-		end, fail = true, fmt.Errorf("no such nick: %s", m.Param(1))
-	default:
-		if m.Command[0] == '3' && len(p) >= 3 {
-			line = m.Trailing()
-		} else {
-			return
-		}
-	}
-	for _, r := range reqs {
-		if line != "" {
-			r.lines = append(r.lines, line)
-		}
-		if end {
-			if fail != nil {
-				r.err = fail
-			}
-			select {
-			case <-r.done:
-			default:
-				close(r.done)
-			}
-		}
+	for _, r := range n.questions[key] {
+		r.reply = append(r.reply, m)
 	}
 	if end {
-		delete(n.whois, n.fold(p[1]))
+		n.answered(key, nil)
 	}
+}
+
+// answered ends the wait of key's questions. Called with n.mu held.
+func (n *network) answered(key string, err error) {
+	for _, r := range n.questions[key] {
+		r.err = err
+		close(r.done)
+	}
+	delete(n.questions, key)
+}
+
+// whoisUser asks the server about a nick through the bot.
+func (n *network) whoisUser(ctx context.Context, nick string) ([]string, error) {
+	reply, err := n.ask(ctx, &irc.Message{Command: "WHOIS", Params: []string{nick}})
+	if err != nil {
+		return nil, err
+	}
+	var lines []string
+	for _, m := range reply {
+		var line string
+		switch m.Command {
+		case "311": // nick user host * :realname
+			line = fmt.Sprintf("%s is %s!%s@%s (%s)", m.Param(1), m.Param(1), m.Param(2), m.Param(3), m.Trailing())
+		case "312": // nick server :info
+			line = fmt.Sprintf("on server %s (%s)", m.Param(2), m.Trailing())
+		case "317": // nick idle signon :…
+			if idle, err := strconv.Atoi(m.Param(2)); err == nil {
+				line = fmt.Sprintf("idle for %s", time.Duration(idle)*time.Second)
+			}
+			if signon, err := strconv.ParseInt(m.Param(3), 10, 64); err == nil && len(m.Params) > 4 {
+				line += fmt.Sprintf(", connected since %s UTC", time.Unix(signon, 0).UTC().Format("2006-01-02 15:04"))
+			}
+		case "319": // nick :channels
+			line = "in " + m.Trailing()
+		case "330": // nick account :is logged in as
+			line = "logged in as " + m.Param(2)
+		case "301": // nick :away message
+			line = "away: " + m.Trailing()
+		case "318":
+		case "401", "406":
+			return nil, fmt.Errorf("no such nick: %s", m.Param(1))
+		default:
+			if m.Command[0] == '3' && len(m.Params) >= 3 {
+				line = m.Trailing()
+			}
+		}
+		if line != "" {
+			lines = append(lines, line)
+		}
+	}
+	return lines, nil
 }

@@ -81,7 +81,9 @@ func TestInspIRCd(t *testing.T) {
 		if _, err := alice.SendReaction(ctx, room, q.ID, "🎉"); err != nil {
 			t.Fatal(err)
 		}
-		r := bob.Expect(wait, func(m *irc.Message) bool { return m.Command == "TAGMSG" && m.Prefix != nil && m.Prefix.Name == "alice[m]" })
+		r := bob.Expect(wait, func(m *irc.Message) bool {
+			return m.Command == "TAGMSG" && m.Prefix != nil && m.Prefix.Name == "alice[m]"
+		})
 		key, _ := r.Tags.GetTag("+draft/react")
 		to, _ := r.Tags.GetTag("+draft/reply")
 		if key != "🎉" || to != qid {

@@ -35,16 +35,16 @@ type network struct {
 	// with a restart while the network is unreachable).
 	caseMapping atomic.Uint32
 
-	mu       sync.Mutex
-	puppets  map[id.UserID]*puppet
-	own      map[string]*puppet // the puppets by folded nick, for echo suppression
-	reclaim  map[string]*puppet // the puppets wanting a nick back, by folded nick
-	up       bool
-	everUp   bool
-	downAt   time.Time
-	downWhy  string
-	powerDue map[string]bool // channels with a power level sync scheduled
-	whois    map[string][]*whoisRequest
+	mu        sync.Mutex
+	puppets   map[id.UserID]*puppet
+	own       map[string]*puppet // the puppets by folded nick, for echo suppression
+	reclaim   map[string]*puppet // the puppets wanting a nick back, by folded nick
+	up        bool
+	everUp    bool
+	downAt    time.Time
+	downWhy   string
+	powerDue  map[string]bool        // channels with a power level sync scheduled
+	questions map[string][]*question // WHOIS and NAMES asked by the bot, by question (events.go)
 
 	splits *splitDebouncer // netsplit quits in their grace period
 	// restored: the puppets of the users in portal rooms were brought
@@ -54,16 +54,16 @@ type network struct {
 
 func newNetwork(c *core, cfg *NetworkConfig) *network {
 	n := &network{
-		c:        c,
-		cfg:      cfg,
-		log:      c.log.With().Str("irc_network", cfg.ID).Logger(),
-		addr:     net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
-		dialer:   ircx.NewDialer(cfg.ConnectionRate.PerSecond, cfg.ConnectionRate.Burst),
-		puppets:  map[id.UserID]*puppet{},
-		own:      map[string]*puppet{},
-		reclaim:  map[string]*puppet{},
-		powerDue: map[string]bool{},
-		whois:    map[string][]*whoisRequest{},
+		c:         c,
+		cfg:       cfg,
+		log:       c.log.With().Str("irc_network", cfg.ID).Logger(),
+		addr:      net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
+		dialer:    ircx.NewDialer(cfg.ConnectionRate.PerSecond, cfg.ConnectionRate.Burst),
+		puppets:   map[id.UserID]*puppet{},
+		own:       map[string]*puppet{},
+		reclaim:   map[string]*puppet{},
+		powerDue:  map[string]bool{},
+		questions: map[string][]*question{},
 	}
 	n.caseMapping.Store(uint32(ircx.RFC1459))
 	n.splits = newSplitDebouncer(cfg.NetsplitGrace, time.Now, n.fold)

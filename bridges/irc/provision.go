@@ -53,11 +53,10 @@ import (
 // Linking asks for what the link command does (power level 50 in the
 // room, the bot invited) and, as matrix-appservice-irc does, the consent
 // of an operator of the channel: op_nick gets a private message and has
-// a few minutes to answer "yes". Bridge admins link at once. The private
-// messages come from the bridge's link approval connection (the bot's
-// nick + "-link"), which connects while there is something to ask the
-// network: the bot's own connection hands no private messages to the
-// bridge. It also lists the members of channels the bot is not in.
+// a few minutes to answer "yes". Bridge admins link at once. The bot asks,
+// in a private message, and the op answers it (events.go hands private
+// messages to the bot here); the members of a channel the bot is not in
+// come from a NAMES the bot sends.
 
 const (
 	provisionPrefix = "/_matrix/provision"
@@ -67,8 +66,6 @@ const (
 	// defaultApprovalTimeout is how long an op has to answer, as
 	// matrix-appservice-irc's default requestTimeoutSeconds.
 	defaultApprovalTimeout = 5 * time.Minute
-	// approverIdle: the approval connection quits after this long unused.
-	approverIdle = time.Minute
 	// namesTimeout bounds the wait for a channel's member list.
 	namesTimeout = 15 * time.Second
 )
@@ -101,11 +98,8 @@ type provisioner struct {
 	// it).
 	approvalTimeout atomic.Int64
 
-	closed atomic.Bool // the bridge is stopping: no approval connection any more
-
-	mu        sync.Mutex
-	pending   map[string]*linkRequest // by network ID and folded op nick
-	approvers map[string]*approver    // by network ID
+	mu      sync.Mutex
+	pending map[string]*linkRequest // by network ID and folded op nick
 }
 
 // linkRequest is a link waiting for an operator's answer.
@@ -124,10 +118,9 @@ func pendingKey(n *network, nick string) string { return n.cfg.ID + "\x00" + n.f
 // addProvisioning serves the API on the appservice's listener.
 func (c *core) addProvisioning() {
 	p := &provisioner{
-		c:         c,
-		auth:      framework.NewProvisioningAuth(c.br.Config.Provisioning.SharedSecret, &c.br.Config.Config),
-		pending:   map[string]*linkRequest{},
-		approvers: map[string]*approver{},
+		c:       c,
+		auth:    framework.NewProvisioningAuth(c.br.Config.Provisioning.SharedSecret, &c.br.Config.Config),
+		pending: map[string]*linkRequest{},
 	}
 	p.approvalTimeout.Store(int64(defaultApprovalTimeout))
 	c.prov = p
@@ -142,8 +135,6 @@ func (c *core) addProvisioning() {
 		mautrix.MUnrecognized.WithMessage("Unknown provisioning endpoint").WithStatus(http.StatusNotFound).Write(w)
 	})
 	c.br.AS.AS.Router.Handle(provisionPrefix+"/", mux)
-	// Before the network stops (registered later, at Start).
-	c.br.AS.BeforeClose(p.close)
 }
 
 // provRequest is an authenticated request: its body, and the user it acts
@@ -291,36 +282,51 @@ func (p *provisioner) queryLink(w http.ResponseWriter, r *provRequest) {
 	if !ok {
 		return
 	}
-	members, is, err := p.members(r.Context(), n, req.Channel)
+	members, is, err := n.members(r.Context(), req.Channel)
 	if err != nil {
 		provError(w, http.StatusBadGateway, "M_UNKNOWN", "Could not list the members of %s: %v", req.Channel, err)
 		return
 	}
 	ops := []string{}
 	for _, m := range members {
-		if isOp(is, m) && !p.isOwnNick(n, m.Nick) {
+		if isOp(is, m) && !n.isBridge(m.Nick) {
 			ops = append(ops, m.Nick)
 		}
 	}
 	framework.WriteJSON(w, map[string]any{"operators": ops})
 }
 
+// linkTarget is the room and the channel link and unlink name.
+type linkTarget struct {
+	RoomID  id.RoomID `json:"matrix_room_id"`
+	Server  string    `json:"remote_room_server"`
+	Channel string    `json:"remote_room_channel"`
+}
+
+func (t *linkTarget) target() *linkTarget { return t }
+
+// decodeLink reads the body of link or unlink into req, a struct that
+// embeds linkTarget, checks the room and the channel, and finds the
+// network; or answers 400 or 404.
+func (p *provisioner) decodeLink(w http.ResponseWriter, body []byte, req interface{ target() *linkTarget }) (*network, bool) {
+	if !decode(w, body, req) {
+		return nil, false
+	}
+	t := req.target()
+	if !validRoomID(t.RoomID) {
+		provError(w, http.StatusBadRequest, errcodeBadValue, "matrix_room_id must be a room ID")
+		return nil, false
+	}
+	return p.target(w, t.Server, t.Channel)
+}
+
 func (p *provisioner) link(w http.ResponseWriter, r *provRequest) {
 	var req struct {
-		RoomID  id.RoomID `json:"matrix_room_id"`
-		Server  string    `json:"remote_room_server"`
-		Channel string    `json:"remote_room_channel"`
-		OpNick  string    `json:"op_nick"`
-		Key     string    `json:"key"`
+		linkTarget
+		OpNick string `json:"op_nick"`
+		Key    string `json:"key"`
 	}
-	if !decode(w, r.body, &req) {
-		return
-	}
-	if !validRoomID(req.RoomID) {
-		provError(w, http.StatusBadRequest, errcodeBadValue, "matrix_room_id must be a room ID")
-		return
-	}
-	n, ok := p.target(w, req.Server, req.Channel)
+	n, ok := p.decodeLink(w, r.body, &req)
 	if !ok {
 		return
 	}
@@ -360,7 +366,7 @@ func (p *provisioner) link(w http.ResponseWriter, r *provRequest) {
 		return
 	}
 
-	members, is, err := p.members(ctx, n, req.Channel)
+	members, is, err := n.members(ctx, req.Channel)
 	if err != nil {
 		provError(w, http.StatusBadGateway, "M_UNKNOWN", "Could not list the members of %s: %v", req.Channel, err)
 		return
@@ -375,7 +381,7 @@ func (p *provisioner) link(w http.ResponseWriter, r *provRequest) {
 	case op == nil:
 		provError(w, http.StatusBadRequest, errcodeBadOpTarget, "Provided user is not in channel %s.", req.Channel)
 		return
-	case !isOp(is, *op) || p.isOwnNick(n, op.Nick):
+	case !isOp(is, *op) || n.isBridge(op.Nick):
 		provError(w, http.StatusBadRequest, errcodeBadOpTarget, "Provided user is not an op of %s.", req.Channel)
 		return
 	}
@@ -384,25 +390,19 @@ func (p *provisioner) link(w http.ResponseWriter, r *provRequest) {
 		provError(w, http.StatusConflict, errcode, "%s", msg)
 		return
 	}
-	a, err := p.approver(ctx, n)
-	if err == nil {
-		timeout := time.Duration(p.approvalTimeout.Load())
-		err = a.conn.SendText(ctx, "PRIVMSG", op.Nick, fmt.Sprintf(
-			"%s has requested to bridge %s with %s on this IRC network. Respond with 'yes' or 'y' to allow, "+
-				"or simply ignore this message to disallow. You have %d seconds from when this message was sent.",
-			u.ID, p.roomDescription(ctx, req.RoomID), req.Channel, int(timeout.Seconds())))
-		if err != nil {
-			a.release()
-		}
-	}
+	seconds := int(time.Duration(p.approvalTimeout.Load()).Seconds())
+	err = n.bot.SendText(ctx, "PRIVMSG", op.Nick, fmt.Sprintf(
+		"%s has requested to bridge %s with %s on this IRC network. Respond with 'yes' or 'y' to allow, "+
+			"or simply ignore this message to disallow. You have %d seconds from when this message was sent.",
+		u.ID, p.roomDescription(ctx, req.RoomID), req.Channel, seconds))
 	if err != nil {
 		p.take(lr)
 		provError(w, http.StatusBadGateway, "M_UNKNOWN", "Could not ask %s on %s: %v", op.Nick, n.cfg.Name, err)
 		return
 	}
 	p.tellRoom(ctx, lr.room, fmt.Sprintf("%s asked %s, an operator of %s on %s, to approve bridging this room to the channel. They have %d seconds to answer on IRC.",
-		u.ID, op.Nick, req.Channel, n.cfg.Name, int(time.Duration(p.approvalTimeout.Load()).Seconds())))
-	c.bg(func(ctx context.Context) { p.await(ctx, lr, a) })
+		u.ID, op.Nick, req.Channel, n.cfg.Name, seconds))
+	c.bg(func(ctx context.Context) { p.await(ctx, lr) })
 	framework.WriteJSON(w, map[string]any{})
 }
 
@@ -533,8 +533,7 @@ func (p *provisioner) take(lr *linkRequest) bool {
 
 // await waits for the op's answer, then links (or tells the room why
 // not).
-func (p *provisioner) await(ctx context.Context, lr *linkRequest, a *approver) {
-	defer a.release()
+func (p *provisioner) await(ctx context.Context, lr *linkRequest) {
 	timer := time.NewTimer(time.Duration(p.approvalTimeout.Load()))
 	defer timer.Stop()
 	var yes bool
@@ -557,43 +556,43 @@ func (p *provisioner) await(ctx context.Context, lr *linkRequest, a *approver) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	// Still an op? The answer may come minutes after the question.
-	members, is, err := p.members(ctx, lr.n, lr.channel)
+	members, is, err := lr.n.members(ctx, lr.channel)
 	stillOp := false
 	for _, m := range members {
 		stillOp = stillOp || (lr.n.equal(m.Nick, lr.op) && isOp(is, m))
 	}
 	if err != nil || !stillOp {
 		p.tellRoom(ctx, lr.room, fmt.Sprintf("%s answered, but is no longer an operator of %s on %s: the room is not bridged.", lr.op, lr.channel, lr.n.cfg.Name))
-		a.say(ctx, lr.op, fmt.Sprintf("You are no longer an operator of %s: the room is not bridged.", lr.channel))
+		lr.n.say(ctx, lr.op, fmt.Sprintf("You are no longer an operator of %s: the room is not bridged.", lr.channel))
 		return
 	}
 	if err := p.doLink(ctx, lr.n, lr.channel, lr.portalID, lr.room, lr.user, lr.op); err != nil {
 		p.c.log.Warn().Err(err).Str("portal", lr.portalID).Stringer("room_id", lr.room).Msg("Approved link failed")
 		p.tellRoom(ctx, lr.room, fmt.Sprintf("Bridging this room to %s on %s failed: %v", lr.channel, lr.n.cfg.Name, err))
-		a.say(ctx, lr.op, fmt.Sprintf("Bridging %s failed: %v", lr.channel, err))
+		lr.n.say(ctx, lr.op, fmt.Sprintf("Bridging %s failed: %v", lr.channel, err))
 	}
 }
 
-// onPrivateMessage handles a private message to the approval connection:
-// the answer of an op to a link request.
-func (p *provisioner) onPrivateMessage(ctx context.Context, a *approver, from, text string) {
+// onPrivateMessage handles a private message to the bot: the answer of an
+// op to a link request.
+func (p *provisioner) onPrivateMessage(ctx context.Context, n *network, from, text string) {
 	text = strings.ToLower(strings.TrimSpace(text))
 	if strings.HasPrefix(text, "\x01") {
 		return // CTCP
 	}
 	p.mu.Lock()
-	lr := p.pending[pendingKey(a.n, from)]
+	lr := p.pending[pendingKey(n, from)]
 	p.mu.Unlock()
 	var yes bool
 	switch {
 	case lr == nil:
-		a.say(ctx, from, "The bot was not expecting a message from you. You might have already replied to a request.")
+		n.say(ctx, from, "The bot was not expecting a message from you. You might have already replied to a request.")
 		return
 	case text == "yes" || text == "y":
 		yes = true
 	case text == "no" || text == "n":
 	default:
-		a.say(ctx, from, `Please respond with "yes" or "y".`)
+		n.say(ctx, from, `Please respond with "yes" or "y".`)
 		return
 	}
 	if !p.take(lr) {
@@ -601,26 +600,15 @@ func (p *provisioner) onPrivateMessage(ctx context.Context, a *approver, from, t
 	}
 	lr.answer <- yes
 	if yes {
-		a.say(ctx, from, "Thanks for your response, bridge request authorised.")
+		n.say(ctx, from, "Thanks for your response, bridge request authorised.")
 	} else {
-		a.say(ctx, from, "Thanks for your response: the room is not bridged.")
+		n.say(ctx, from, "Thanks for your response: the room is not bridged.")
 	}
 }
 
 func (p *provisioner) unlink(w http.ResponseWriter, r *provRequest) {
-	var req struct {
-		RoomID  id.RoomID `json:"matrix_room_id"`
-		Server  string    `json:"remote_room_server"`
-		Channel string    `json:"remote_room_channel"`
-	}
-	if !decode(w, r.body, &req) {
-		return
-	}
-	if !validRoomID(req.RoomID) {
-		provError(w, http.StatusBadRequest, errcodeBadValue, "matrix_room_id must be a room ID")
-		return
-	}
-	n, ok := p.target(w, req.Server, req.Channel)
+	var req linkTarget
+	n, ok := p.decodeLink(w, r.body, &req)
 	if !ok {
 		return
 	}
@@ -705,21 +693,38 @@ func (p *provisioner) limits(w http.ResponseWriter, r *provRequest) {
 // ---- channel members ----
 
 // members lists a channel's members: from the bot's state when it is in
-// the channel, else asked with NAMES on the approval connection. is is
-// the server's ISUPPORT, to read the members' modes.
-func (p *provisioner) members(ctx context.Context, n *network, channel string) ([]ircx.Member, *ircx.ISupport, error) {
+// the channel, else asked with NAMES. is is the server's ISUPPORT, to
+// read the members' modes.
+func (n *network) members(ctx context.Context, channel string) ([]ircx.Member, *ircx.ISupport, error) {
+	is := n.bot.ISupport()
 	if st, ok := n.bot.Channel(channel); ok {
-		return st.Members, n.bot.ISupport(), nil
+		return st.Members, is, nil
 	}
-	a, err := p.approver(ctx, n)
+	ctx, cancel := context.WithTimeout(ctx, namesTimeout)
+	defer cancel()
+	reply, err := n.ask(ctx, &irc.Message{Command: "NAMES", Params: []string{channel}})
 	if err != nil {
 		return nil, nil, err
 	}
-	defer a.release()
-	ctx, cancel := context.WithTimeout(ctx, namesTimeout)
-	defer cancel()
-	members, err := a.names(ctx, channel)
-	return members, a.conn.ISupport(), err
+	var members []ircx.Member
+	for _, m := range reply {
+		if m.Command != "353" { // RPL_NAMREPLY: me [=*@] #chan :[prefixes]nick[!user@host] …
+			continue
+		}
+		for _, word := range strings.Fields(m.Trailing()) {
+			nick := strings.TrimLeft(word, is.PrefixChars)
+			var modes []byte
+			for i := range len(word) - len(nick) {
+				if mode := is.ModeFor(word[i]); mode != 0 {
+					modes = append(modes, mode)
+				}
+			}
+			if nick, _, _ = strings.Cut(nick, "!"); nick != "" {
+				members = append(members, ircx.Member{Nick: nick, Modes: string(modes)})
+			}
+		}
+	}
+	return members, is, nil
 }
 
 // isOp reports whether m is a channel operator: op or a higher prefix
@@ -735,228 +740,13 @@ func isOp(is *ircx.ISupport, m ircx.Member) bool {
 	return false
 }
 
-// isOwnNick: the bridge's own connections are nobody to ask.
-func (p *provisioner) isOwnNick(n *network, nick string) bool {
-	if n.isBridge(nick) {
-		return true
-	}
-	p.mu.Lock()
-	a := p.approvers[n.cfg.ID]
-	p.mu.Unlock()
-	return a != nil && a.isNick(nick)
-}
-
-// ---- the approval connection ----
-
-// approver is a network's link approval connection.
-type approver struct {
-	p *provisioner
-	n *network
-
-	connMu sync.Mutex // connecting and quitting, one at a time
-	conn   *ircx.Conn // made at first use
-
-	mu      sync.Mutex
-	users   int // requests using the connection, or waiting for an answer on it
-	idle    *time.Timer
-	queries map[string]*namesQuery // NAMES being asked, by folded channel
-}
-
-// namesQuery is a NAMES reply being gathered.
-type namesQuery struct {
-	members []ircx.Member
-	err     error
-	done    chan struct{}
-}
-
-// approver returns n's approval connection, connected, for one use: call
-// release when done.
-func (p *provisioner) approver(ctx context.Context, n *network) (*approver, error) {
-	p.mu.Lock()
-	a := p.approvers[n.cfg.ID]
-	if a == nil {
-		a = &approver{p: p, n: n, queries: map[string]*namesQuery{}}
-		p.approvers[n.cfg.ID] = a
-	}
-	p.mu.Unlock()
-	a.mu.Lock()
-	a.users++
-	if a.idle != nil {
-		a.idle.Stop()
-		a.idle = nil
-	}
-	a.mu.Unlock()
-	if err := a.connect(ctx); err != nil {
-		a.release()
-		return nil, err
-	}
-	return a, nil
-}
-
-func (a *approver) connect(ctx context.Context) error {
-	a.connMu.Lock()
-	defer a.connMu.Unlock()
-	if a.p.closed.Load() {
-		return errors.New("the bridge is stopping")
-	}
-	if a.conn == nil {
-		nick := a.n.cfg.BotNick + "-link"
-		if maxLen := a.n.bot.ISupport().NickLen; maxLen > 0 && len(nick) > maxLen {
-			nick = nick[:maxLen]
-		}
-		a.conn = ircx.New(a.n.connConfig(nick, identOf(a.n.cfg.BotNick), "Switchboard IRC bridge (link approvals)", a.onEvent, nil))
-	}
-	if a.conn.Connected() {
-		return nil
-	}
-	if !a.n.isUp() {
-		return a.n.errDown()
-	}
-	if err := a.conn.Connect(ctx); err != nil {
-		return fmt.Errorf("connect the link approval connection: %w", err)
-	}
-	return nil
-}
-
-func (a *approver) release() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.users--
-	if a.users == 0 && !a.p.closed.Load() {
-		a.idle = time.AfterFunc(approverIdle, a.quitIfIdle)
-	}
-}
-
-func (a *approver) quitIfIdle() {
-	a.connMu.Lock()
-	defer a.connMu.Unlock()
-	a.mu.Lock()
-	busy := a.users > 0
-	a.mu.Unlock()
-	if !busy && a.conn != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = a.conn.Quit(ctx, "Nothing to approve")
-	}
-}
-
-func (a *approver) isNick(nick string) bool {
-	a.connMu.Lock()
-	conn := a.conn
-	a.connMu.Unlock()
-	return conn != nil && conn.Connected() && a.n.equal(nick, conn.Nick())
-}
-
-func (a *approver) say(ctx context.Context, nick, text string) {
-	if err := a.conn.SendText(ctx, "PRIVMSG", nick, text); err != nil {
-		a.n.log.Info().Err(err).Str("nick", nick).Msg("Could not answer on the link approval connection")
-	}
-}
-
-// names lists a channel's members with NAMES.
-func (a *approver) names(ctx context.Context, channel string) ([]ircx.Member, error) {
-	key := a.n.fold(channel)
-	a.mu.Lock()
-	q := a.queries[key]
-	first := q == nil
-	if first {
-		q = &namesQuery{done: make(chan struct{})}
-		a.queries[key] = q
-	}
-	a.mu.Unlock()
-	if first {
-		if err := a.conn.Send(ctx, &irc.Message{Command: "NAMES", Params: []string{channel}}); err != nil {
-			a.namesDone(key, q, err)
-		}
-	}
-	select {
-	case <-q.done:
-		return q.members, q.err
-	case <-ctx.Done():
-		a.namesDone(key, q, errors.New("the IRC server did not answer in time"))
-		<-q.done
-		return q.members, q.err
-	}
-}
-
-func (a *approver) namesDone(key string, q *namesQuery, err error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.queries[key] == q {
-		delete(a.queries, key)
-		q.err = err
-		close(q.done)
-	}
-}
-
-// onEvent runs on the connection's reader: it gathers NAMES replies and
-// hands private messages on.
-func (a *approver) onEvent(conn *ircx.Conn, ev *ircx.Event) {
-	m := ev.Message
-	switch m.Command {
-	case "353": // RPL_NAMREPLY: me [=*@] #chan :[prefixes]nick …
-		if len(m.Params) < 3 {
-			return
-		}
-		is := conn.ISupport()
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		q := a.queries[a.n.fold(m.Params[len(m.Params)-2])]
-		if q == nil {
-			return
-		}
-		for _, word := range strings.Fields(m.Trailing()) {
-			i := 0
-			var modes []byte
-			for i < len(word) && strings.IndexByte(is.PrefixChars, word[i]) >= 0 {
-				if mode := is.ModeFor(word[i]); mode != 0 {
-					modes = append(modes, mode)
-				}
-				i++
-			}
-			if nick, _, _ := strings.Cut(word[i:], "!"); nick != "" {
-				q.members = append(q.members, ircx.Member{Nick: nick, Modes: string(modes)})
-			}
-		}
-	case "366": // RPL_ENDOFNAMES
-		key := a.n.fold(m.Param(1))
-		a.mu.Lock()
-		q := a.queries[key]
-		a.mu.Unlock()
-		if q != nil {
-			a.namesDone(key, q, nil)
-		}
-	case "PRIVMSG":
-		if m.Prefix == nil || (m.Prefix.User == "" && m.Prefix.Host == "") || a.n.equal(m.Prefix.Name, conn.Nick()) ||
-			conn.ISupport().IsChannel(m.Param(0)) {
-			return
-		}
-		from, text := m.Prefix.Name, m.Trailing()
-		a.p.c.bg(func(ctx context.Context) { a.p.onPrivateMessage(ctx, a, from, text) })
-	}
-}
-
-// close quits the approval connections when the bridge stops.
-func (p *provisioner) close() {
-	p.closed.Store(true)
-	p.mu.Lock()
-	approvers := make([]*approver, 0, len(p.approvers))
-	for _, a := range p.approvers {
-		approvers = append(approvers, a)
-	}
-	p.mu.Unlock()
-	for _, a := range approvers {
-		a.mu.Lock()
-		if a.idle != nil {
-			a.idle.Stop()
-		}
-		a.mu.Unlock()
-		a.connMu.Lock()
-		if a.conn != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			_ = a.conn.Quit(ctx, "Bridge shutting down")
-			cancel()
-		}
-		a.connMu.Unlock()
+// say answers an op in a private message from the bot.
+//
+// As a NOTICE: these are automatic replies, and another bot that answers
+// every PRIVMSG must not get into an endless exchange with ours (RFC 1459:
+// automatic replies never answer a NOTICE).
+func (n *network) say(ctx context.Context, nick, text string) {
+	if err := n.bot.SendText(ctx, "NOTICE", nick, text); err != nil {
+		n.log.Info().Err(err).Str("nick", nick).Msg("Could not answer an operator about a link request")
 	}
 }

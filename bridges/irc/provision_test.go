@@ -71,6 +71,13 @@ func pm(from, to, text string) func(*irc.Message) bool {
 	}
 }
 
+// notice matches the bot's automatic replies, NOTICEs.
+func notice(from, to, text string) func(*irc.Message) bool {
+	return func(m *irc.Message) bool {
+		return ircMsg("NOTICE", from, to, "")(m) && strings.Contains(m.Trailing(), text)
+	}
+}
+
 // thirdParty asks the homeserver's /thirdparty API, as a Matrix client.
 func thirdParty[T any](e *env, cli *mautrix.Client, query map[string]string, path ...any) T {
 	e.t.Helper()
@@ -145,6 +152,19 @@ func TestProvisioningAPI(t *testing.T) {
 		if status != 200 || fmt.Sprint(out.(map[string]any)["operators"]) != "[opal]" {
 			t.Errorf("querylink with an OpenID token: HTTP %d %v", status, out)
 		}
+		// Asked at once, the bot's NAMES answers them all.
+		answers := make(chan string, 3)
+		for range cap(answers) {
+			go func() {
+				status, out := e.provCall("POST", "/querylink", provSecret, body)
+				answers <- fmt.Sprint(status, out)
+			}()
+		}
+		for range cap(answers) {
+			if got := <-answers; got != "200 map[operators:[opal]]" {
+				t.Errorf("concurrent querylink: %s", got)
+			}
+		}
 	})
 
 	t.Run("bad requests", func(t *testing.T) {
@@ -187,7 +207,7 @@ func TestProvisioningAPI(t *testing.T) {
 		if status != 200 {
 			t.Fatalf("link: HTTP %d %v", status, out)
 		}
-		ask := opal.Expect(wait, pm("mxbridge-link", "opal", "has requested to bridge"))
+		ask := opal.Expect(wait, pm("mxbridge", "opal", "has requested to bridge"))
 		if text := ask.Trailing(); !strings.Contains(text, string(alice.UserID)) || !strings.Contains(text, "'Prov room'") || !strings.Contains(text, "#prov") {
 			t.Errorf("the op was asked %q", text)
 		}
@@ -200,10 +220,10 @@ func TestProvisioningAPI(t *testing.T) {
 		if status, out := e.provCall("POST", "/link", provSecret, linkBody(alice, other.RoomID, "#prov", "opal")); status != 409 || errcodeOf(out) != "IRC_EXISTING_REQUEST" {
 			t.Errorf("second request to the op: HTTP %d %v", status, out)
 		}
-		opal.Send("PRIVMSG mxbridge-link :maybe")
-		opal.Expect(wait, pm("mxbridge-link", "opal", `Please respond with "yes" or "y".`))
-		opal.Send("PRIVMSG mxbridge-link :Yes")
-		opal.Expect(wait, pm("mxbridge-link", "opal", "bridge request authorised"))
+		opal.Send("PRIVMSG mxbridge :maybe")
+		opal.Expect(wait, notice("mxbridge", "opal", `Please respond with "yes" or "y".`))
+		opal.Send("PRIVMSG mxbridge :Yes")
+		opal.Expect(wait, notice("mxbridge", "opal", "bridge request authorised"))
 		testkit.WaitForEvent(t, alice, room, from(bot, bodyHas("This room is now bridged to #prov on Test, as opal approved.")), wait)
 		opal.Expect(wait, ircCmd("JOIN", "mxbridge", "#prov"))
 
@@ -215,8 +235,8 @@ func TestProvisioningAPI(t *testing.T) {
 		if status, out := e.provCall("POST", "/link", provSecret, linkBody(alice, room, "#prov", "opal")); status != 409 || errcodeOf(out) != "IRC_EXISTING_MAPPING" {
 			t.Errorf("link again: HTTP %d %v", status, out)
 		}
-		opal.Send("PRIVMSG mxbridge-link :yes")
-		opal.Expect(wait, pm("mxbridge-link", "opal", "was not expecting a message from you"))
+		opal.Send("PRIVMSG mxbridge :yes")
+		opal.Expect(wait, notice("mxbridge", "opal", "was not expecting a message from you"))
 	})
 
 	t.Run("listlinks and limits", func(t *testing.T) {
@@ -302,29 +322,41 @@ func TestProvisioningAPI(t *testing.T) {
 		}
 	})
 
-	t.Run("the op refuses or does not answer", func(t *testing.T) {
+	// #quiet, which the bot is not in: opal is its operator.
+	opal.Send("JOIN #quiet")
+	opal.Expect(wait, func(m *irc.Message) bool { return m.Command == "366" && strings.EqualFold(m.Param(1), "#quiet") })
+	quiet, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Invite: []id.UserID{bot}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("the op does not answer", func(t *testing.T) {
 		e.br.core.prov.approvalTimeout.Store(int64(2 * time.Second))
-		opal.Send("JOIN #quiet")
-		opal.Expect(wait, func(m *irc.Message) bool { return m.Command == "366" && strings.EqualFold(m.Param(1), "#quiet") })
-		quiet, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Invite: []id.UserID{bot}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		defer e.br.core.prov.approvalTimeout.Store(int64(defaultApprovalTimeout))
 		if status, out := e.provCall("POST", "/link", provSecret, linkBody(alice, quiet.RoomID, "#quiet", "opal")); status != 200 {
 			t.Fatalf("link: HTTP %d %v", status, out)
 		}
-		opal.Expect(wait, pm("mxbridge-link", "opal", "You have 2 seconds"))
+		opal.Expect(wait, pm("mxbridge", "opal", "You have 2 seconds"))
 		testkit.WaitForEvent(t, alice, quiet.RoomID, from(bot, bodyHas("opal did not approve bridging this room to #quiet on Test in time")), wait)
+	})
 
+	t.Run("the op answers no", func(t *testing.T) {
 		if status, out := e.provCall("POST", "/link", provSecret, linkBody(alice, quiet.RoomID, "#quiet", "opal")); status != 200 {
 			t.Fatalf("link again: HTTP %d %v", status, out)
 		}
-		opal.Expect(wait, pm("mxbridge-link", "opal", "has requested to bridge"))
-		opal.Send("PRIVMSG mxbridge-link :no")
+		opal.Expect(wait, pm("mxbridge", "opal", "has requested to bridge"))
+		opal.Send("PRIVMSG mxbridge :no")
+		opal.Expect(wait, notice("mxbridge", "opal", "Thanks for your response: the room is not bridged."))
 		testkit.WaitForEvent(t, alice, quiet.RoomID, from(bot, bodyHas("opal refused to bridge this room to #quiet on Test.")), wait)
 		if status, out := e.provCall("GET", "/listlinks/"+string(quiet.RoomID), provSecret, ""); status != 200 || fmt.Sprint(out) != "[]" {
 			t.Errorf("listlinks: HTTP %d %v", status, out)
 		}
+		if m, err := opal.Next(2*time.Second, ircCmd("JOIN", "mxbridge", "#quiet")); err != ircxtest.ErrTimeout {
+			t.Errorf("after the refusal, the bot joined: %v (%v)", m, err)
+		}
+		// The question is over: a late yes links nothing.
+		opal.Send("PRIVMSG mxbridge :yes")
+		opal.Expect(wait, notice("mxbridge", "opal", "was not expecting a message from you"))
 	})
 
 	t.Run("bridge admins link at once", func(t *testing.T) {
