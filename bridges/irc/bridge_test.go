@@ -267,7 +267,8 @@ func (e *env) powerOf(cli *mautrix.Client, room id.RoomID, user id.UserID) int {
 func TestBridge(t *testing.T) {
 	e := startEnv(t, func(c *Config) {
 		// rita may only be relayed; the other users of the server speak as themselves.
-		c.Permissions = map[string]bridge.Permission{c.ServerName: bridge.PermissionUser, "@rita:" + c.ServerName: bridge.PermissionRelay}
+		c.Permissions = map[string]bridge.Permission{c.ServerName: bridge.PermissionUser, "@rita:" + c.ServerName: bridge.PermissionRelay,
+			"@adam:" + c.ServerName: bridge.PermissionAdmin}
 		c.Relay.Enabled, c.Relay.Default = true, true
 		c.Provisioning.SharedSecret = "provisioning-secret-for-tests"
 	})
@@ -505,8 +506,14 @@ func TestBridge(t *testing.T) {
 		}
 		other := created.RoomID
 		testkit.WaitForJoin(t, alice, other, e.cfg.BotID(), wait)
+		// alice is no operator of #other: frank, its first member, is.
 		e.sendText(alice, other, "!irc link test #other")
-		testkit.WaitForEvent(t, alice, other, from(e.cfg.BotID(), bodyHas("This room is now bridged to #other on Test.")), wait)
+		testkit.WaitForEvent(t, alice, other, from(e.cfg.BotID(), bodyHas("only an operator of #other, or a bridge admin, may bridge it")), wait)
+		testkit.WaitForEvent(t, alice, other, from(e.cfg.BotID(), bodyHas("operators: frank")), wait)
+		e.sendText(alice, other, "!irc link test #other frank")
+		frank.Expect(wait, ircMsg("PRIVMSG", "mxbridge", "frank", ""))
+		testkit.WaitForEvent(t, alice, other, from(e.cfg.BotID(), bodyHas("asked frank, an operator of #other")), wait)
+		frank.Send("PRIVMSG mxbridge :yes")
 		frank.Expect(wait, ircCmd("JOIN", "mxbridge", "#other"))
 		testkit.WaitForJoin(t, alice, other, e.ghost("frank"), wait)
 		frank.Send("PRIVMSG #other :hi from #other")
@@ -527,18 +534,36 @@ func TestBridge(t *testing.T) {
 			t.Fatal(err)
 		}
 		body := fmt.Sprintf(`{"room_id": %q, "channel": "test/#prov"}`, created.RoomID)
-		req, _ := http.NewRequest("POST", e.cfg.URL+"/_switchboard/provision/v1/link?user_id="+string(alice.UserID), bytes.NewBufferString(body))
-		req.Header.Set("Authorization", "Bearer "+e.cfg.Provisioning.SharedSecret)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
+		provision := func(user id.UserID) (int, map[string]any) {
+			req, _ := http.NewRequest("POST", e.cfg.URL+"/_switchboard/provision/v1/link?user_id="+string(user), bytes.NewBufferString(body))
+			req.Header.Set("Authorization", "Bearer "+e.cfg.Provisioning.SharedSecret)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var out map[string]any
+			_ = json.NewDecoder(resp.Body).Decode(&out)
+			return resp.StatusCode, out
+		}
+		// Not an operator of #prov: refused. A bridge admin may.
+		if status, out := provision(alice.UserID); status != http.StatusForbidden || !strings.Contains(fmt.Sprint(out["error"]), "`gina`") {
+			t.Fatalf("provisioning link by a non-operator: %d %v", status, out)
+		}
+		adam := e.kit.NewUser("adam")
+		if _, err := alice.SendStateEvent(ctx, created.RoomID, event.StatePowerLevels, "", map[string]any{
+			"users": map[string]int{string(adam.UserID): 50, string(e.cfg.BotID()): 50},
+		}); err != nil {
 			t.Fatal(err)
 		}
-		var out map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&out)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("provisioning link: %d %v", resp.StatusCode, out)
-		}
+		// Once the bridge has seen adam's power level.
+		e.eventually("the provisioning link by an admin", func() bool {
+			status, out := provision(adam.UserID)
+			if status != 200 && !strings.Contains(fmt.Sprint(out["error"]), "power level") {
+				t.Fatalf("provisioning link by an admin: %d %v", status, out)
+			}
+			return status == 200
+		})
 		gina.Expect(wait, ircCmd("JOIN", "mxbridge", "#prov"))
 		testkit.WaitForJoin(t, alice, created.RoomID, e.ghost("gina"), wait)
 	})

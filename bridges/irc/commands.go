@@ -16,8 +16,9 @@ import (
 func (c *core) addCommands() {
 	b := c.br.Bot
 	b.Command(&bot.Command{
-		Name: "link", Usage: "<network> <#channel>", MinArgs: 1, MaxArgs: 2, MinPower: 50,
-		Help: "Bridge this room to an IRC channel (`network/#channel` works too; with one network, `#channel` alone).",
+		Name: "link", Usage: "<network> <#channel> [operator nick]", MinArgs: 1, MaxArgs: 3, MinPower: 50,
+		Help: "Bridge this room to an IRC channel (`network/#channel` works too; with one network, `#channel` alone). " +
+			"Unless you are an operator of the channel on IRC or a bridge admin, name one of its operators: they are asked to approve.",
 		Run:  c.cmdLink,
 	})
 	b.Command(&bot.Command{
@@ -80,14 +81,35 @@ func (c *core) networkFor(ctx context.Context, cc *bot.CommandContext, name stri
 }
 
 func (c *core) cmdLink(ctx context.Context, cc *bot.CommandContext) error {
-	if _, err := c.commandUser(ctx, cc); err != nil {
+	u, err := c.commandUser(ctx, cc)
+	if err != nil {
 		return err
 	}
-	channel := strings.Join(cc.Args, " ")
-	p, warning, err := c.br.Link(ctx, cc.RoomID(), channel, cc.Sender())
-	switch {
-	case errors.Is(err, bridge.ErrUnknownChannel):
+	args, op := cc.Args, ""
+	// An operator's nick comes last: after "network #channel", or after
+	// "network/#channel" or "#channel".
+	if len(args) == 3 || (len(args) == 2 && c.networks[args[0]] == nil) {
+		args, op = args[:len(args)-1], args[len(args)-1]
+	}
+	channel := strings.Join(args, " ")
+	info, err := c.ResolveChannel(ctx, channel)
+	if errors.Is(err, bridge.ErrUnknownChannel) {
 		return bot.Errorf("There is no channel %q: write `%slink <network> <#channel>` (networks: %s).", channel, c.br.Bot.CommandPrefix, c.networkIDs())
+	} else if err != nil {
+		return err
+	}
+	if err := c.MayLink(ctx, u, info.ID); err != nil {
+		if op == "" {
+			return bot.Errorf("Not linked: %v", err)
+		}
+		n, ch, _, _ := c.route(info.ID)
+		if perr := c.prov.requestApproval(ctx, n, ch, info.ID, cc.RoomID(), u.ID, op); perr != nil {
+			return bot.Errorf("Not linked: %v", perr)
+		}
+		return nil // the approval request told the room
+	}
+	p, warning, err := c.br.Link(ctx, cc.RoomID(), info.ID, cc.Sender())
+	switch {
 	case errors.Is(err, bridge.ErrAlreadyLinked):
 		return bot.Errorf("Not linked: %v.", err)
 	case err != nil:
@@ -100,6 +122,49 @@ func (c *core) cmdLink(ctx context.Context, cc *bot.CommandContext) error {
 	}
 	_, err = cc.Reply(ctx, reply)
 	return err
+}
+
+var _ bridge.LinkAuthorizer = (*core)(nil)
+
+// MayLink: bridge admins, and users whose puppet is an operator of the
+// channel, may link it; others need an operator's approval (the link
+// command with an operator's nick, or the provisioning API's op_nick).
+func (c *core) MayLink(ctx context.Context, u *bridge.User, channelID string) error {
+	if u.Permission >= bridge.PermissionAdmin {
+		return nil
+	}
+	n, channel, _, err := c.route(channelID)
+	if err != nil || channel == "" {
+		return nil // not a channel: Link says so
+	}
+	if !n.isUp() {
+		return n.errDown()
+	}
+	lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	members, is, err := n.members(lctx, channel)
+	if err != nil {
+		return fmt.Errorf("could not list the operators of %s: %w", channel, err)
+	}
+	var ops []string
+	mine := ""
+	if p := n.existingPuppet(u.ID); p != nil {
+		mine = p.nick()
+	}
+	for _, m := range members {
+		if !isOp(is, m) || (n.isBridge(m.Nick) && !n.equal(m.Nick, mine)) {
+			continue
+		}
+		if mine != "" && n.equal(m.Nick, mine) {
+			return nil
+		}
+		ops = append(ops, "`"+m.Nick+"`")
+	}
+	if len(ops) == 0 {
+		return fmt.Errorf("%s has no operator on %s to approve bridging it; a bridge admin can link it", channel, n.cfg.Name)
+	}
+	return fmt.Errorf("only an operator of %s, or a bridge admin, may bridge it. Ask one to approve: `%slink %s %s <operator>` (operators: %s)",
+		channel, c.br.Bot.CommandPrefix, n.cfg.ID, channel, strings.Join(ops, ", "))
 }
 
 func (c *core) cmdNick(ctx context.Context, cc *bot.CommandContext) error {

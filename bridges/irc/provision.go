@@ -366,44 +366,61 @@ func (p *provisioner) link(w http.ResponseWriter, r *provRequest) {
 		return
 	}
 
-	members, is, err := n.members(ctx, req.Channel)
-	if err != nil {
-		provError(w, http.StatusBadGateway, "M_UNKNOWN", "Could not list the members of %s: %v", req.Channel, err)
+	if perr := p.requestApproval(ctx, n, req.Channel, portalID, req.RoomID, u.ID, req.OpNick); perr != nil {
+		provError(w, perr.status, perr.errcode, "%s", perr.msg)
 		return
+	}
+	framework.WriteJSON(w, map[string]any{})
+}
+
+// approvalError is why a link request could not be sent to an operator:
+// an HTTP status and errcode for the API, a message for both the API and
+// the link command.
+type approvalError struct {
+	status  int
+	errcode string
+	msg     string
+}
+
+func (e *approvalError) Error() string { return e.msg }
+
+// requestApproval asks opNick, an operator of channel, to approve linking
+// room to it for user (a private message from the bot), tells the room,
+// and links once they answer yes (in the background).
+func (p *provisioner) requestApproval(ctx context.Context, n *network, channel, portalID string, room id.RoomID, user id.UserID, opNick string) *approvalError {
+	members, is, err := n.members(ctx, channel)
+	if err != nil {
+		return &approvalError{http.StatusBadGateway, "M_UNKNOWN", fmt.Sprintf("Could not list the members of %s: %v", channel, err)}
 	}
 	var op *ircx.Member
 	for i := range members {
-		if n.equal(members[i].Nick, req.OpNick) {
+		if n.equal(members[i].Nick, opNick) {
 			op = &members[i]
 		}
 	}
 	switch {
 	case op == nil:
-		provError(w, http.StatusBadRequest, errcodeBadOpTarget, "Provided user is not in channel %s.", req.Channel)
-		return
+		return &approvalError{http.StatusBadRequest, errcodeBadOpTarget, fmt.Sprintf("Provided user is not in channel %s.", channel)}
 	case !isOp(is, *op) || n.isBridge(op.Nick):
-		provError(w, http.StatusBadRequest, errcodeBadOpTarget, "Provided user is not an op of %s.", req.Channel)
-		return
+		return &approvalError{http.StatusBadRequest, errcodeBadOpTarget, fmt.Sprintf("Provided user is not an op of %s.", channel)}
 	}
-	lr := &linkRequest{n: n, channel: req.Channel, portalID: portalID, room: req.RoomID, user: u.ID, op: op.Nick, answer: make(chan bool, 1)}
+	lr := &linkRequest{n: n, channel: channel, portalID: portalID, room: room, user: user, op: op.Nick, answer: make(chan bool, 1)}
 	if errcode, msg := p.register(lr); errcode != "" {
-		provError(w, http.StatusConflict, errcode, "%s", msg)
-		return
+		return &approvalError{http.StatusConflict, errcode, msg}
 	}
 	seconds := int(time.Duration(p.approvalTimeout.Load()).Seconds())
 	err = n.bot.SendText(ctx, "PRIVMSG", op.Nick, fmt.Sprintf(
 		"%s has requested to bridge %s with %s on this IRC network. Respond with 'yes' or 'y' to allow, "+
 			"or simply ignore this message to disallow. You have %d seconds from when this message was sent.",
-		u.ID, p.roomDescription(ctx, req.RoomID), req.Channel, seconds))
+		user, p.roomDescription(ctx, room), channel, seconds))
 	if err != nil {
 		p.take(lr)
-		provError(w, http.StatusBadGateway, "M_UNKNOWN", "Could not ask %s on %s: %v", op.Nick, n.cfg.Name, err)
-		return
+		return &approvalError{http.StatusBadGateway, "M_UNKNOWN", fmt.Sprintf("Could not ask %s on %s: %v", op.Nick, n.cfg.Name, err)}
 	}
 	p.tellRoom(ctx, lr.room, fmt.Sprintf("%s asked %s, an operator of %s on %s, to approve bridging this room to the channel. They have %d seconds to answer on IRC.",
-		u.ID, op.Nick, req.Channel, n.cfg.Name, seconds))
-	c.bg(func(ctx context.Context) { p.await(ctx, lr) })
-	framework.WriteJSON(w, map[string]any{})
+		user, op.Nick, channel, n.cfg.Name, seconds))
+	p.c.bg(func(ctx context.Context) { p.await(ctx, lr) })
+	return nil
 }
 
 // checkPower answers 403 unless the user has linkPower in the room.

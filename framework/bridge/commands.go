@@ -67,8 +67,12 @@ func (b *Bridge) commandUser(ctx context.Context, c *bot.CommandContext, perm Pe
 }
 
 func (b *Bridge) cmdLink(ctx context.Context, c *bot.CommandContext) error {
-	if _, err := b.commandUser(ctx, c, PermissionUser); err != nil {
+	u, err := b.commandUser(ctx, c, PermissionUser)
+	if err != nil {
 		return err
+	}
+	if err := b.mayLink(ctx, u, c.Args[0]); err != nil {
+		return bot.Errorf("Not linked: %v", err)
 	}
 	p, warning, err := b.Link(ctx, c.RoomID(), c.Args[0], c.Sender())
 	switch {
@@ -85,6 +89,14 @@ func (b *Bridge) cmdLink(ctx context.Context, c *bot.CommandContext) error {
 	}
 	_, err = c.Reply(ctx, reply)
 	return err
+}
+
+// mayLink asks the network's LinkAuthorizer, when it has one.
+func (b *Bridge) mayLink(ctx context.Context, u *User, channelID string) error {
+	if la, ok := b.Network.(LinkAuthorizer); ok {
+		return la.MayLink(ctx, u, channelID)
+	}
+	return nil
 }
 
 // portalOf is the portal of the command's room, or a user error.

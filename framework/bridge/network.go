@@ -14,7 +14,8 @@ import (
 //
 // Optional capabilities are separate interfaces the same value may
 // implement: EditSender, ReactionSender, RedactionSender,
-// MembershipHandler, PortalHandler, LoginHandler and AliasResolver.
+// MembershipHandler, PortalHandler, LoginHandler, AliasResolver,
+// LinkAuthorizer, GhostResolver, DirectChatStarter and ThirdPartyProvider.
 //
 // While the network delivers a Matrix message, edit, reaction or redaction
 // of a portal, the portal's Remote* calls wait (so that a remote reply to
@@ -156,6 +157,14 @@ type LoginHandler interface {
 	Logout(ctx context.Context, user *User, login *Login) error
 	// LoginUsage describes the login command's arguments ("<token>").
 	LoginUsage() string
+}
+
+// LinkAuthorizer adds the network's rule to who may link a room to a
+// remote channel (the link command, the provisioning API), beyond power
+// level 50 in the room: e.g. being an operator of the channel. Its error
+// is shown to the user. Without it, the power level is enough.
+type LinkAuthorizer interface {
+	MayLink(ctx context.Context, user *User, channelID string) error
 }
 
 // AliasResolver maps the part of a portal alias after the alias prefix

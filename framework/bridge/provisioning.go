@@ -167,6 +167,10 @@ func (p *provisioning) link(w http.ResponseWriter, r *http.Request, u *User) {
 	if !p.checkPower(w, r, u, req.RoomID) {
 		return
 	}
+	if err := p.b.mayLink(ctx, u, req.Channel); err != nil {
+		mautrix.MForbidden.WithMessage(err.Error()).WithStatus(http.StatusForbidden).Write(w)
+		return
+	}
 	pt, warning, err := p.b.Link(ctx, req.RoomID, req.Channel, u.ID)
 	switch {
 	case errors.Is(err, ErrUnknownChannel):
