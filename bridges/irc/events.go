@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"gopkg.in/irc.v3"
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -117,6 +118,11 @@ func (n *network) onBotEvent(conn *ircx.Conn, ev *ircx.Event) {
 			return // server notices, the bridge's own, messages to the bot, STATUSMSG
 		}
 		n.channelMessage(ev, from, target)
+	case "AWAY": // away-notify: the ghost's presence follows
+		if !isUser || n.isBridge(from) {
+			return
+		}
+		n.awayChanged(from, m.Param(0))
 	case "TAGMSG", "REDACT":
 		target := m.Param(0)
 		if !isUser || self || n.isBridge(from) || !conn.ISupport().IsChannel(target) {
@@ -479,6 +485,25 @@ func (c *core) DirectChat(ctx context.Context, user *bridge.User, ghost id.UserI
 		return "", bridge.RemoteUser{}, err
 	}
 	return dmPortalID(n.cfg.ID, folded, user.ID), n.remoteUser(n.currentNick(folded)), nil
+}
+
+// awayChanged sets the presence of an IRC user's ghost as they mark
+// themselves away (unavailable, with the away message as the status) or
+// back (online). Ghosts not made yet are left alone.
+func (n *network) awayChanged(nick, message string) {
+	user := n.remoteUser(nick)
+	if _, made := n.c.ghosts.ready.Load(user.ID); !made {
+		return
+	}
+	presence := mautrix.ReqPresence{Presence: event.PresenceOnline}
+	if message != "" {
+		presence = mautrix.ReqPresence{Presence: event.PresenceUnavailable, StatusMsg: message}
+	}
+	n.lane("away/"+user.ID, func(ctx context.Context) {
+		if err := n.c.br.AS.Intent(n.ghostID(nick)).SetPresence(ctx, presence); err != nil {
+			n.log.Debug().Err(err).Str("nick", nick).Msg("Failed to set a ghost's presence")
+		}
+	})
 }
 
 // lazy reports whether channel's member list syncs lazily

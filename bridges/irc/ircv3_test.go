@@ -99,6 +99,19 @@ func TestInspIRCd(t *testing.T) {
 		}
 	})
 
+	t.Run("away-notify sets the ghost's presence", func(t *testing.T) {
+		bob.Send("AWAY :out for lunch")
+		e.eventually("bob's ghost unavailable", func() bool {
+			p, err := alice.GetPresence(ctx, e.ghost("bob"))
+			return err == nil && p.Presence == event.PresenceUnavailable && p.StatusMsg == "out for lunch"
+		})
+		bob.Send("AWAY")
+		e.eventually("bob's ghost online again", func() bool {
+			p, err := alice.GetPresence(ctx, e.ghost("bob"))
+			return err == nil && p.Presence == event.PresenceOnline
+		})
+	})
+
 	t.Run("wrong stored password", func(t *testing.T) {
 		carl := e.kit.NewUser("carl")
 		carlDM := managementRoom(t, e, carl)
