@@ -259,8 +259,8 @@ func (n *network) channelMessage(ev *ircx.Event, from, target string) {
 	}
 	content := ircContent(text, msgType)
 	n.addMentions(content)
-	msg := &bridge.RemoteMessage{PortalID: n.portalID(target), Sender: n.remoteUser(from), Content: content}
-	if v, ok := m.Tags.GetTag("msgid"); ok {
+	msg := &bridge.RemoteMessage{PortalID: n.portalID(target), Sender: n.remoteUser(from), Content: content, ID: localMessageID()}
+	if v, ok := m.Tags.GetTag("msgid"); ok && v != "" {
 		msg.ID = v
 	}
 	if v, ok := m.Tags.GetTag("+draft/reply"); ok {

@@ -122,6 +122,16 @@ func TestPuppetConnection(t *testing.T) {
 		}
 	})
 
+	t.Run("reaction without IRCv3, as an action", func(t *testing.T) {
+		carol.Send("PRIVMSG #puppets :react to this please, it is a long enough line to be cut short")
+		evt := testkit.WaitForEvent(t, vic, room, from(e.ghost("carol"), bodyHas("react to this please")), wait)
+		if _, err := vic.SendReaction(ctx, room, evt.ID, "👍"); err != nil {
+			t.Fatal(err)
+		}
+		carol.Expect(wait, ircMsg("PRIVMSG", "vic[m]", "#puppets",
+			"\x01ACTION reacted 👍 to carol: “react to this please, it is a long enough line to be cut sho…”\x01"))
+	})
+
 	t.Run("raw command", func(t *testing.T) {
 		e.sendText(vic, room, "!irc cmd WHOIS carol")
 		testkit.WaitForEvent(t, vic, room, from(e.cfg.BotID(), bodyHas("311 carol ~carol 127.0.0.1")), wait)

@@ -25,8 +25,8 @@ const sendTimeout = 2 * time.Minute
 // bot, relayed). IRC has no edits: the framework sends an edit here as
 // "* new text", as IRC users write corrections. The remote ID is the
 // IRCv3 msgid of the message's first line, which the server echoes back
-// (echo-message), so that IRC replies and reactions to it find it; ""
-// where the server has none.
+// (echo-message), so that IRC replies and reactions to it find it; where
+// the server gives none, a made-up local one (localMessageID).
 func (c *core) SendMessage(ctx context.Context, msg *bridge.MatrixMessage) (string, error) {
 	return c.send(ctx, msg)
 }
@@ -74,8 +74,8 @@ func (c *core) send(ctx context.Context, msg *bridge.MatrixMessage) (string, err
 	if len(lines) == 0 {
 		return "", nil
 	}
-	if msg.ReplyTo != nil && msg.ReplyTo.RemoteID != "" && conn.HasCap("message-tags") {
-		setTag(lines[0], "+draft/reply", msg.ReplyTo.RemoteID)
+	if replyTo := ircMsgID(msg.ReplyTo); replyTo != "" && conn.HasCap("message-tags") {
+		setTag(lines[0], "+draft/reply", replyTo)
 	}
 	var echo *answerWait
 	if p != nil {
@@ -93,23 +93,24 @@ func (c *core) send(ctx context.Context, msg *bridge.MatrixMessage) (string, err
 			return "", fmt.Errorf("not sent: %s", shortError(err))
 		}
 	}
-	if p == nil {
-		return "", nil
+	if p == nil || echo == nil {
+		if p != nil {
+			p.touch()
+		}
+		return localMessageID(), nil
 	}
 	p.touch()
-	if echo == nil {
-		return "", nil
-	}
 	t := time.NewTimer(echoWait)
 	defer t.Stop()
 	select {
 	case <-echo.done:
-		return echo.msgID, nil
+		if echo.msgID != "" {
+			return echo.msgID, nil
+		}
 	case <-t.C:
-		return "", nil
 	case <-ctx.Done():
-		return "", nil
 	}
+	return localMessageID(), nil
 }
 
 func setTag(m *irc.Message, key, value string) {
