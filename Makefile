@@ -1,6 +1,9 @@
 # Switchboard. `make run` starts the stack on ./data; `make test` runs the suite.
 export GOTOOLCHAIN := auto
 export CGO_ENABLED := 1
+# mattn/go-sqlite3 compiles SQLite's FTS5 (full-text /search) in only with
+# this build tag. Exported, so that binaries the tests build get it too.
+export GOFLAGS := $(strip $(GOFLAGS) -tags=sqlite_fts5)
 
 GO      ?= go
 BIN     := bin/switchboard
@@ -34,7 +37,7 @@ test: test-deps
 # Dendrite (go install'ed from the module proxy into .cache/interop/ on the
 # first run, which takes minutes). INTEROP_LOGS=1 prints the peers' logs.
 test-interop:
-	$(GO) test -tags interop -count=1 -v -timeout 20m ./tests/interop/
+	$(GO) test -tags interop,sqlite_fts5 -count=1 -v -timeout 20m ./tests/interop/
 
 bench: build
 	$(GO) run ./cmd/switchboard-bench --binary $(BIN)

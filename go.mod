@@ -15,6 +15,7 @@ require (
 	github.com/tidwall/gjson v1.20.0
 	go.mau.fi/util v0.11.0
 	golang.org/x/crypto v0.58.0
+	golang.org/x/image v0.47.0
 	golang.org/x/net v0.61.0
 	golang.org/x/term v0.47.0
 	gopkg.in/irc.v3 v3.1.4

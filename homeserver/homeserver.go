@@ -30,6 +30,7 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/homeserver/media"
 	"github.com/switchboard-im/switchboard/homeserver/notifier"
+	"github.com/switchboard-im/switchboard/homeserver/push"
 	"github.com/switchboard-im/switchboard/homeserver/rooms"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
 	"github.com/switchboard-im/switchboard/homeserver/typing"
@@ -46,6 +47,7 @@ type Homeserver struct {
 	Typing   *typing.Tracker
 	Pusher   *appservice.Pusher
 	Media    *media.Repo
+	Push     *push.Service
 
 	appservices atomic.Pointer[appservice.Registry]
 
@@ -93,6 +95,7 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Homeserv
 	hs.Pusher = appservice.NewPusher(db, hs.Rooms, nil, n, cfg.ServerName,
 		log.With().Str("component", "appservice_pusher").Logger(), nil)
 	hs.Pusher.Typing = hs.Typing
+	hs.Push = push.NewService(db, hs.Rooms, n, cfg.ServerName, log.With().Str("component", "push").Logger(), nil)
 	if err := hs.ReloadAppservices(ctx); err != nil {
 		hs.Notifier.Close()
 		db.Close()
@@ -280,6 +283,11 @@ func (hs *Homeserver) Serve(ctx context.Context, ln net.Listener) error {
 	if err := hs.Pusher.Start(ctx); err != nil {
 		ln.Close()
 		return fmt.Errorf("appservice pusher: %w", err)
+	}
+	defer hs.Push.Stop()
+	if err := hs.Push.Start(ctx); err != nil {
+		ln.Close()
+		return fmt.Errorf("push worker: %w", err)
 	}
 	srv := &http.Server{
 		Handler:           hs.router,

@@ -19,7 +19,7 @@ func (c *core) addCommands() {
 		Name: "link", Usage: "<network> <#channel> [operator nick]", MinArgs: 1, MaxArgs: 3, MinPower: 50,
 		Help: "Bridge this room to an IRC channel (`network/#channel` works too; with one network, `#channel` alone). " +
 			"Unless you are an operator of the channel on IRC or a bridge admin, name one of its operators: they are asked to approve.",
-		Run:  c.cmdLink,
+		Run: c.cmdLink,
 	})
 	b.Command(&bot.Command{
 		Name: "nick", Usage: "[network] [nick]", MaxArgs: 2,

@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -121,7 +122,9 @@ func (a *API) deleteDevicesUIA(c *gin.Context, sess *storage.Session, raw map[st
 		return
 	}
 	ctx := c.Request.Context()
-	if err := a.db.DeleteDevices(ctx, sess.UserID, devices...); err != nil {
+	if err := a.removeDevices(ctx, sess.UserID, func(ctx context.Context) error {
+		return a.db.DeleteDevices(ctx, sess.UserID, devices...)
+	}); err != nil {
 		a.internalError(c, err)
 		return
 	}
@@ -175,6 +178,9 @@ func (a *API) postPassword(c *gin.Context, sess *storage.Session) {
 		return
 	}
 	_ = a.db.DeleteUIASession(ctx, uia.SessionID)
+	if logout {
+		a.devicesRemoved(c, sess.UserID)
+	}
 	zerologFromGin(c).Info().Bool("logout_devices", logout).Msg("Password changed")
 	c.JSON(http.StatusOK, gin.H{})
 }
@@ -197,7 +203,9 @@ func (a *API) postDeactivate(c *gin.Context, sess *storage.Session) {
 		return
 	}
 	ctx := c.Request.Context()
-	if err := a.accounts.Deactivate(ctx, sess.UserID, req.Erase); err != nil {
+	if err := a.removeDevices(ctx, sess.UserID, func(ctx context.Context) error {
+		return a.accounts.Deactivate(ctx, sess.UserID, req.Erase)
+	}); err != nil {
 		a.internalError(c, err)
 		return
 	}

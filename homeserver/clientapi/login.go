@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
@@ -157,7 +158,9 @@ func (a *API) postRefresh(c *gin.Context) {
 }
 
 func (a *API) postLogout(c *gin.Context, sess *storage.Session) {
-	if err := a.accounts.Logout(c.Request.Context(), sess); err != nil {
+	if err := a.removeDevices(c.Request.Context(), sess.UserID, func(ctx context.Context) error {
+		return a.accounts.Logout(ctx, sess)
+	}); err != nil {
 		a.internalError(c, err)
 		return
 	}
@@ -165,7 +168,9 @@ func (a *API) postLogout(c *gin.Context, sess *storage.Session) {
 }
 
 func (a *API) postLogoutAll(c *gin.Context, sess *storage.Session) {
-	if err := a.accounts.LogoutAll(c.Request.Context(), sess.UserID); err != nil {
+	if err := a.removeDevices(c.Request.Context(), sess.UserID, func(ctx context.Context) error {
+		return a.accounts.LogoutAll(ctx, sess.UserID)
+	}); err != nil {
 		a.internalError(c, err)
 		return
 	}

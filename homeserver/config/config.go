@@ -115,9 +115,63 @@ type MediaConfig struct {
 	// data dir). Processes sharing a database must share it too.
 	StorePath     string `yaml:"store_path"`
 	MaxUploadSize int64  `yaml:"max_upload_size"`
+	// UserQuota bounds the bytes one user may upload in all (0: no limit).
+	UserQuota int64 `yaml:"user_quota"`
 	// LegacyUnauthenticatedMedia serves the deprecated /_matrix/media/…/download
-	// endpoints without an access token; off, they are frozen (spec v1.11).
+	// and …/thumbnail endpoints without an access token; off, they are
+	// frozen (spec v1.11).
 	LegacyUnauthenticatedMedia bool `yaml:"legacy_unauthenticated_media"`
+	// MaxPendingUploads bounds a user's media IDs created with
+	// POST /_matrix/media/v1/create and not yet uploaded or expired.
+	MaxPendingUploads int `yaml:"max_pending_uploads"`
+	// UnusedExpiry is how long such a media ID waits for its upload.
+	UnusedExpiry Duration `yaml:"unused_expiry"`
+	// ThumbnailSizes are the thumbnails generated (on demand); a request
+	// gets the smallest one at least as large as it asked.
+	ThumbnailSizes []ThumbnailSize `yaml:"thumbnail_sizes"`
+	// MaxThumbnailPixels is the largest image (width × height) decoded for
+	// a thumbnail: decoding costs memory in proportion.
+	MaxThumbnailPixels int64            `yaml:"max_thumbnail_pixels"`
+	URLPreview         URLPreviewConfig `yaml:"url_preview"`
+}
+
+// Thumbnail methods (the spec's "method" query parameter).
+const (
+	ThumbnailCrop  = "crop"
+	ThumbnailScale = "scale"
+)
+
+// ThumbnailSize is one entry of media.thumbnail_sizes.
+type ThumbnailSize struct {
+	Width  int    `yaml:"width"`
+	Height int    `yaml:"height"`
+	Method string `yaml:"method"`
+}
+
+// URLPreviewConfig is media.url_preview: GET /_matrix/client/v1/media/preview_url.
+type URLPreviewConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// AllowedNetworks are CIDRs (or single addresses) the preview fetcher
+	// may connect to although they are private, loopback, link-local or
+	// otherwise not public; everything else not public is refused.
+	AllowedNetworks []string `yaml:"allowed_networks"`
+	// MaxPageSize bounds the bytes read of a page (images: max_upload_size).
+	MaxPageSize int64 `yaml:"max_page_size"`
+	// Timeout bounds one fetch, redirects and body included.
+	Timeout Duration `yaml:"timeout"`
+	// CacheDuration is how long a preview is served from the cache.
+	CacheDuration Duration `yaml:"cache_duration"`
+}
+
+// DefaultThumbnailSizes are the sizes the spec recommends (and Element asks for).
+func DefaultThumbnailSizes() []ThumbnailSize {
+	return []ThumbnailSize{
+		{Width: 32, Height: 32, Method: ThumbnailCrop},
+		{Width: 96, Height: 96, Method: ThumbnailCrop},
+		{Width: 320, Height: 240, Method: ThumbnailScale},
+		{Width: 640, Height: 480, Method: ThumbnailScale},
+		{Width: 800, Height: 600, Method: ThumbnailScale},
+	}
 }
 
 type WellKnownConfig struct {
@@ -182,7 +236,19 @@ func Default() *Config {
 			ReadTimeout:     Duration(30 * time.Second),
 			ShutdownTimeout: Duration(10 * time.Second),
 		},
-		Media:   MediaConfig{StorePath: "media", MaxUploadSize: 50 << 20},
+		Media: MediaConfig{
+			StorePath:          "media",
+			MaxUploadSize:      50 << 20,
+			MaxPendingUploads:  5,
+			UnusedExpiry:       Duration(24 * time.Hour),
+			ThumbnailSizes:     DefaultThumbnailSizes(),
+			MaxThumbnailPixels: 32 << 20,
+			URLPreview: URLPreviewConfig{
+				MaxPageSize:   1 << 20,
+				Timeout:       Duration(10 * time.Second),
+				CacheDuration: Duration(time.Hour),
+			},
+		},
 		Metrics: MetricsConfig{Enabled: false, Listen: "127.0.0.1:9108"},
 		Logging: LoggingConfig{Level: "info", Format: "pretty"},
 
@@ -421,6 +487,9 @@ func (c *Config) Validate() error {
 	if c.Media.MaxUploadSize < 1024 {
 		return keyErr("media.max_upload_size", "must be at least 1024")
 	}
+	if err := c.Media.validate(); err != nil {
+		return err
+	}
 	if c.WellKnown.ClientBaseURL != "" {
 		if u, err := url.Parse(c.WellKnown.ClientBaseURL); err != nil || u.Host == "" {
 			return keyErr("well_known.client_base_url", "%q must be an absolute URL", c.WellKnown.ClientBaseURL)
@@ -443,6 +512,56 @@ func (c *Config) Validate() error {
 	case "pretty", "json":
 	default:
 		return keyErr("logging.format", "%q must be pretty or json", c.Logging.Format)
+	}
+	return nil
+}
+
+// maxThumbnailSide bounds a configured thumbnail's width and height.
+const maxThumbnailSide = 4096
+
+func (m *MediaConfig) validate() error {
+	if m.UserQuota < 0 {
+		return keyErr("media.user_quota", "must not be negative (0: no quota)")
+	}
+	if m.MaxPendingUploads < 1 {
+		return keyErr("media.max_pending_uploads", "must be at least 1")
+	}
+	if m.UnusedExpiry.D() < time.Minute {
+		return keyErr("media.unused_expiry", "must be at least 1m")
+	}
+	if len(m.ThumbnailSizes) == 0 {
+		return keyErr("media.thumbnail_sizes", "must list at least one size")
+	}
+	seen := make(map[ThumbnailSize]int, len(m.ThumbnailSizes))
+	for i, s := range m.ThumbnailSizes {
+		key := fmt.Sprintf("media.thumbnail_sizes[%d]", i)
+		if s.Width < 1 || s.Height < 1 || s.Width > maxThumbnailSide || s.Height > maxThumbnailSide {
+			return keyErr(key, "width and height must be between 1 and %d", maxThumbnailSide)
+		}
+		if s.Method != ThumbnailCrop && s.Method != ThumbnailScale {
+			return keyErr(key+".method", "%q must be crop or scale", s.Method)
+		}
+		if j, dup := seen[s]; dup {
+			return keyErr(key, "repeats media.thumbnail_sizes[%d]", j)
+		}
+		seen[s] = i
+	}
+	if m.MaxThumbnailPixels < 1 {
+		return keyErr("media.max_thumbnail_pixels", "must be at least 1")
+	}
+	for i, n := range m.URLPreview.AllowedNetworks {
+		if _, _, err := net.ParseCIDR(n); err != nil && net.ParseIP(n) == nil {
+			return keyErr(fmt.Sprintf("media.url_preview.allowed_networks[%d]", i), "%q is not an IP address or CIDR", n)
+		}
+	}
+	if m.URLPreview.MaxPageSize < 1024 {
+		return keyErr("media.url_preview.max_page_size", "must be at least 1024")
+	}
+	if m.URLPreview.Timeout <= 0 {
+		return keyErr("media.url_preview.timeout", "must be positive")
+	}
+	if m.URLPreview.CacheDuration < 0 {
+		return keyErr("media.url_preview.cache_duration", "must not be negative (0: no cache)")
 	}
 	return nil
 }

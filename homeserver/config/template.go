@@ -107,11 +107,47 @@ media:
   # Largest upload accepted (bytes); larger gets 413 M_TOO_LARGE. Clients
   # read it from /_matrix/client/v1/media/config.
   max_upload_size: {{.Media.MaxUploadSize}}
-  # Serve the deprecated unauthenticated download endpoints
-  # (/_matrix/media/v3/download/…). Off, they answer 404 and media is only
-  # served to clients with an access token (/_matrix/client/v1/media/…), as
-  # Matrix 1.12 recommends. Turn on only for old clients that need it.
+  # Total bytes one user may upload (0: no limit); an upload beyond it gets
+  # 403 M_FORBIDDEN.
+  user_quota: {{.Media.UserQuota}}
+  # Serve the deprecated unauthenticated download and thumbnail endpoints
+  # (/_matrix/media/v3/download/…, …/thumbnail/…). Off, they answer 404 and
+  # media is only served to clients with an access token
+  # (/_matrix/client/v1/media/…), as Matrix 1.12 recommends. Turn on only for
+  # old clients that need it.
   legacy_unauthenticated_media: {{.Media.LegacyUnauthenticatedMedia}}
+  # Media IDs a user may hold from POST /_matrix/media/v1/create that are
+  # not uploaded yet; one more gets 429 M_LIMIT_EXCEEDED.
+  max_pending_uploads: {{.Media.MaxPendingUploads}}
+  # How long such a media ID waits for its upload before it is dropped.
+  unused_expiry: {{q .Media.UnusedExpiry.D.String}}
+  # Thumbnails generated on demand (once each, then cached): a request gets
+  # the smallest size at least as large as it asks for; an image smaller
+  # than the request is returned as it is. method: crop (fills exactly
+  # width x height) or scale (fits inside, keeping the aspect ratio).
+  thumbnail_sizes:
+{{- range .Media.ThumbnailSizes}}
+    - {width: {{.Width}}, height: {{.Height}}, method: {{.Method}}}
+{{- end}}
+  # Largest image (width x height in pixels) decoded for a thumbnail; a
+  # larger one gets 413 M_TOO_LARGE. Decoding takes ~4 bytes per pixel.
+  max_thumbnail_pixels: {{.Media.MaxThumbnailPixels}}
+  url_preview:
+    # GET /_matrix/client/v1/media/preview_url: the server fetches URLs that
+    # users post to show a preview. Off, the endpoint answers 404.
+    enabled: {{.Media.URLPreview.Enabled}}
+    # The fetcher never connects to loopback, private, link-local, CGNAT,
+    # multicast or other non-public addresses (checked on the address it
+    # dials, after DNS and redirects) except those listed here (CIDRs),
+    # e.g. ["10.1.2.0/24"] for an intranet wiki.
+    allowed_networks: [{{range $i, $n := .Media.URLPreview.AllowedNetworks}}{{if $i}}, {{end}}{{q $n}}{{end}}]
+    # Bytes of a page read at most (its image may be up to max_upload_size).
+    max_page_size: {{.Media.URLPreview.MaxPageSize}}
+    # Time allowed for one fetch, redirects included.
+    timeout: {{q .Media.URLPreview.Timeout.D.String}}
+    # How long a preview is served from the cache before the URL is fetched
+    # again.
+    cache_duration: {{q .Media.URLPreview.CacheDuration.D.String}}
 
 well_known:
   # base_url served in /.well-known/matrix/client; empty uses public_url.

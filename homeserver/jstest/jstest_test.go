@@ -48,3 +48,14 @@ func TestEphemeral(t *testing.T) {
 		runNodeTest(t, srv, "ephemeral.test.mjs", newTestUser(srv, "alice"), newTestUser(srv, "bob"))
 	})
 }
+
+// TestE2EE: matrix-js-sdk with Rust crypto (the WASM build Element uses).
+// Two users bootstrap cross-signing, share an encrypted room and decrypt
+// each other's messages; one backs her room keys up on the server.
+func TestE2EE(t *testing.T) {
+	requireNode(t)
+	testdb.ForEach(t, func(t *testing.T, uri string) {
+		srv := hstest.Start(t, uri, nil)
+		runNodeTest(t, srv, "e2ee.test.mjs", newTestUser(srv, "alice"), newTestUser(srv, "bob"))
+	})
+}

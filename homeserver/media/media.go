@@ -9,6 +9,11 @@
 // and only then recorded in the database: a row never points at a partial
 // file. (A crash between rename and insert leaves an unreferenced file, not
 // a broken URI; the media_content_hash_idx index lets a later sweep find it.)
+//
+// Besides uploads and downloads the package owns asynchronous uploads
+// (async.go: media IDs created before their content), thumbnails
+// (thumbnail.go, image.go) and URL previews (preview.go, fetched through
+// the SSRF guard in ssrf.go).
 package media
 
 import (
@@ -24,7 +29,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.mau.fi/util/random"
@@ -47,6 +55,8 @@ var (
 	// misconfiguration (processes not sharing media.store_path) or a file
 	// removed by hand.
 	ErrContentMissing = errors.New("media file missing from the store")
+	// ErrQuotaExceeded is an upload beyond its uploader's media.user_quota.
+	ErrQuotaExceeded = errors.New("media quota exceeded")
 )
 
 // MaxFileNameLength bounds the filename an upload may carry (bytes).
@@ -65,16 +75,55 @@ type Repo struct {
 	dir        string
 	serverName string
 	maxUpload  int64
+	quota      int64
+
+	// Asynchronous uploads (async.go).
+	maxPending   int
+	unusedExpiry time.Duration
+	uploadedMu   sync.Mutex
+	uploaded     map[string]*uploadWaiters
+
+	// Thumbnails (thumbnail.go).
+	thumbnailSizes []config.ThumbnailSize
+	maxPixels      int64
+	thumbFlight    flight[thumbnailKey, *storage.Thumbnail]
+	// decodeSlots bounds the images decoded at once, and so the memory
+	// thumbnailing takes (up to ~4 bytes × max_thumbnail_pixels each).
+	decodeSlots chan struct{}
+	generated   atomic.Int64
+
+	// URL previews (preview.go); nil when media.url_preview is off.
+	preview *previewer
 }
 
 // New opens the media store at cfg.Media.StorePath (creating it) and
-// removes temporary files that crashed uploads left behind.
+// removes temporary files that crashed uploads left behind, and expired
+// reservations of asynchronous uploads.
 func New(db *storage.DB, cfg *config.Config) (*Repo, error) {
 	r := &Repo{
-		db:         db,
-		dir:        cfg.ResolvePath(cfg.Media.StorePath),
-		serverName: cfg.ServerName,
-		maxUpload:  cfg.Media.MaxUploadSize,
+		db:             db,
+		dir:            cfg.ResolvePath(cfg.Media.StorePath),
+		serverName:     cfg.ServerName,
+		maxUpload:      cfg.Media.MaxUploadSize,
+		quota:          cfg.Media.UserQuota,
+		maxPending:     cfg.Media.MaxPendingUploads,
+		unusedExpiry:   cfg.Media.UnusedExpiry.D(),
+		uploaded:       make(map[string]*uploadWaiters),
+		thumbnailSizes: cfg.Media.ThumbnailSizes,
+		maxPixels:      cfg.Media.MaxThumbnailPixels,
+		decodeSlots:    make(chan struct{}, runtime.GOMAXPROCS(0)),
+	}
+	if cfg.Media.URLPreview.Enabled {
+		p, err := newPreviewer(r, cfg.Media.URLPreview)
+		if err != nil {
+			return nil, fmt.Errorf("media.url_preview: %w", err)
+		}
+		r.preview = p
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.PruneExpired(ctx); err != nil {
+		return nil, fmt.Errorf("media: %w", err)
 	}
 	if err := os.MkdirAll(r.tmpDir(), 0o700); err != nil {
 		return nil, fmt.Errorf("media.store_path: %w", err)
@@ -114,85 +163,158 @@ type Upload struct {
 
 // Upload stores body as new content and returns its mxc:// URI.
 func (r *Repo) Upload(ctx context.Context, body io.Reader, u Upload) (id.ContentURI, error) {
-	if len(u.FileName) > MaxFileNameLength {
-		return id.ContentURI{}, ErrBadFileName
-	}
-	if u.DeclaredSize > r.maxUpload {
-		return id.ContentURI{}, ErrTooLarge
-	}
-	contentHash, size, err := r.store(body)
+	rc, err := r.receiveUpload(ctx, body, u)
 	if err != nil {
 		return id.ContentURI{}, err
 	}
-	m := &storage.Media{
-		Origin:      r.serverName,
-		ContentHash: contentHash,
-		ContentType: NormalizeContentType(u.ContentType),
-		UploadName:  u.FileName,
-		Size:        size,
-		UserID:      u.UserID,
+	defer rc.discard()
+	if err := rc.commit(); err != nil {
+		return id.ContentURI{}, err
 	}
+	m := r.mediaRow(rc, u)
 	// A collision of 143 random bits will not happen; if the database says
 	// it did, something else is wrong, and a second try tells which.
 	for range 3 {
 		m.MediaID = random.String(mediaIDLength)
-		if err = r.db.InsertMedia(ctx, m); !errors.Is(err, storage.ErrMediaExists) {
+		if err = r.db.InsertMediaWithQuota(ctx, m, r.quota); !errors.Is(err, storage.ErrMediaExists) {
 			break
 		}
 	}
-	if err != nil {
+	if errors.Is(err, storage.ErrQuotaExceeded) {
+		// A concurrent upload took the room receiveUpload saw. The file
+		// stays: another row may already share it.
+		return id.ContentURI{}, ErrQuotaExceeded
+	} else if err != nil {
 		return id.ContentURI{}, err
 	}
 	return id.ContentURI{Homeserver: r.serverName, FileID: m.MediaID}, nil
 }
 
-// store writes body into the store (at most maxUpload bytes) and returns
-// its SHA-256 and size.
-func (r *Repo) store(body io.Reader) (contentHash string, size int64, err error) {
+// receiveUpload checks an upload's metadata and quota and receives its
+// body into a temporary file.
+func (r *Repo) receiveUpload(ctx context.Context, body io.Reader, u Upload) (*received, error) {
+	if len(u.FileName) > MaxFileNameLength {
+		return nil, ErrBadFileName
+	}
+	if u.DeclaredSize > r.maxUpload {
+		return nil, ErrTooLarge
+	}
+	// Refuse before reading when the announced size cannot fit, and again
+	// once the real size is known (the insert settles races).
+	if err := r.checkQuota(ctx, u.UserID, max(u.DeclaredSize, 0)); err != nil {
+		return nil, err
+	}
+	rc, err := r.receive(body, r.maxUpload)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.checkQuota(ctx, u.UserID, rc.size); err != nil {
+		rc.discard()
+		return nil, err
+	}
+	return rc, nil
+}
+
+func (r *Repo) mediaRow(rc *received, u Upload) *storage.Media {
+	return &storage.Media{
+		Origin:      r.serverName,
+		ContentHash: rc.hash,
+		ContentType: NormalizeContentType(u.ContentType),
+		UploadName:  u.FileName,
+		Size:        rc.size,
+		UserID:      u.UserID,
+	}
+}
+
+// checkQuota fails with ErrQuotaExceeded when size more bytes would take
+// userID past media.user_quota.
+func (r *Repo) checkQuota(ctx context.Context, userID id.UserID, size int64) error {
+	if r.quota <= 0 || userID == "" {
+		return nil
+	}
+	if size > r.quota {
+		return ErrQuotaExceeded
+	}
+	used, err := r.db.MediaUsage(ctx, userID)
+	if err != nil {
+		return err
+	}
+	if used+size > r.quota {
+		return ErrQuotaExceeded
+	}
+	return nil
+}
+
+// received is content written to a temporary file and hashed, not yet in
+// the store.
+type received struct {
+	repo *Repo
+	tmp  string // "" once committed or discarded
+	hash string
+	size int64
+}
+
+// receive writes body into a temporary file (at most limit bytes, else
+// ErrTooLarge) and returns it hashed.
+func (r *Repo) receive(body io.Reader, limit int64) (*received, error) {
 	tmp, err := os.CreateTemp(r.tmpDir(), "upload-*")
 	if err != nil {
-		return "", 0, fmt.Errorf("create temporary file: %w", err)
+		return nil, fmt.Errorf("create temporary file: %w", err)
 	}
+	ok := false
 	defer func() {
-		if tmp != nil {
+		if !ok {
 			tmp.Close()
 			os.Remove(tmp.Name())
 		}
 	}()
 	h := sha256.New()
-	src := &trackedReader{r: io.LimitReader(body, r.maxUpload+1)}
-	size, err = io.Copy(tmp, io.TeeReader(src, h))
+	src := &trackedReader{r: io.LimitReader(body, limit+1)}
+	size, err := io.Copy(tmp, io.TeeReader(src, h))
 	if src.err != nil {
-		return "", 0, fmt.Errorf("%w: %w", ErrBodyRead, src.err)
+		return nil, fmt.Errorf("%w: %w", ErrBodyRead, src.err)
 	} else if err != nil {
-		return "", 0, fmt.Errorf("write temporary file: %w", err)
+		return nil, fmt.Errorf("write temporary file: %w", err)
 	}
-	if size > r.maxUpload {
-		return "", 0, ErrTooLarge
+	if size > limit {
+		return nil, ErrTooLarge
 	}
 	if err := tmp.Sync(); err != nil {
-		return "", 0, fmt.Errorf("sync temporary file: %w", err)
+		return nil, fmt.Errorf("sync temporary file: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return "", 0, fmt.Errorf("close temporary file: %w", err)
+		return nil, fmt.Errorf("close temporary file: %w", err)
 	}
-	contentHash = hexSum(h)
-	final := r.path(contentHash)
+	ok = true
+	return &received{repo: r, tmp: tmp.Name(), hash: hexSum(h), size: size}, nil
+}
+
+// commit moves the content into the store under its hash.
+func (rc *received) commit() error {
+	final := rc.repo.path(rc.hash)
 	if _, err := os.Stat(final); err == nil {
-		// Stored before: the new row shares the file (the deferred
-		// cleanup removes the copy).
-		return contentHash, size, nil
+		// Stored before: the new row shares the file (discard removes
+		// the copy).
+		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
-		return "", 0, fmt.Errorf("create media directory: %w", err)
+		return fmt.Errorf("create media directory: %w", err)
 	}
 	// Atomic: a concurrent upload of the same bytes renames an identical
 	// file onto the same name, and a reader sees one or the other, whole.
-	if err := os.Rename(tmp.Name(), final); err != nil {
-		return "", 0, fmt.Errorf("move upload into the store: %w", err)
+	if err := os.Rename(rc.tmp, final); err != nil {
+		return fmt.Errorf("move upload into the store: %w", err)
 	}
-	tmp = nil
-	return contentHash, size, nil
+	rc.tmp = ""
+	return nil
+}
+
+// discard removes the temporary file if it is still there.
+func (rc *received) discard() {
+	if rc.tmp != "" {
+		os.Remove(rc.tmp)
+		rc.tmp = ""
+	}
 }
 
 func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }
@@ -229,8 +351,14 @@ var mediaIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,255}$`)
 func ValidMediaID(s string) bool { return mediaIDPattern.MatchString(s) }
 
 // Open returns the content of mxc://serverName/mediaID. Media of other
-// servers is ErrNotFound until federation can fetch it.
+// servers is ErrNotFound until federation can fetch it; media created but
+// not uploaded yet is ErrNotYetUploaded (OpenWait waits for it).
 func (r *Repo) Open(ctx context.Context, serverName, mediaID string) (*Content, error) {
+	return r.OpenWait(ctx, serverName, mediaID, 0)
+}
+
+// openNow opens stored media without looking for a pending upload.
+func (r *Repo) openNow(ctx context.Context, serverName, mediaID string) (*Content, error) {
 	if serverName != r.serverName || !ValidMediaID(mediaID) {
 		return nil, ErrNotFound
 	}
@@ -240,13 +368,22 @@ func (r *Repo) Open(ctx context.Context, serverName, mediaID string) (*Content, 
 	} else if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(r.path(m.ContentHash))
+	f, err := r.openFile(m.ContentHash)
+	if err != nil {
+		return nil, fmt.Errorf("%w: mxc://%s/%s", err, serverName, mediaID)
+	}
+	return &Content{Media: m, File: f}, nil
+}
+
+// openFile opens the stored file with the given SHA-256.
+func (r *Repo) openFile(contentHash string) (*os.File, error) {
+	f, err := os.Open(r.path(contentHash))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: mxc://%s/%s (sha256 %s)", ErrContentMissing, serverName, mediaID, m.ContentHash)
+		return nil, fmt.Errorf("%w (sha256 %s)", ErrContentMissing, contentHash)
 	} else if err != nil {
 		return nil, fmt.Errorf("open media: %w", err)
 	}
-	return &Content{Media: m, File: f}, nil
+	return f, nil
 }
 
 // maxContentTypeLength bounds what is stored and echoed back.

@@ -92,3 +92,16 @@ func Serve(w http.ResponseWriter, r *http.Request, c *Content, fileName string) 
 	h.Set("ETag", `"`+c.ContentHash+`"`)
 	http.ServeContent(w, r, "", time.UnixMilli(c.CreatedTS), c.File)
 }
+
+// ServeThumbnail writes t as a thumbnail response: inline, named
+// thumbnail.EXT, with the same protective headers as downloads.
+func ServeThumbnail(w http.ResponseWriter, r *http.Request, t *ThumbnailContent) {
+	h := w.Header()
+	h.Set("Content-Type", t.ContentType)
+	h.Set("Content-Disposition", ContentDisposition(t.ContentType, thumbnailFileName(t.ContentType)))
+	h.Set("Content-Security-Policy", ContentSecurityPolicy)
+	h.Set("Cross-Origin-Resource-Policy", "cross-origin")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("ETag", `"`+t.ContentHash+`"`)
+	http.ServeContent(w, r, "", t.ModTime, t.File)
+}

@@ -1,14 +1,17 @@
-// Package push owns push rules: the spec's server-default rule set (taken
-// verbatim from the spec's "Predefined Rules" into defaults.json) and, as
-// the push issue lands, user rules, evaluation and pushers.
+// Package push owns push notifications (spec: "Push Notifications"): the
+// server-default rules (taken verbatim from the spec's "Predefined Rules"
+// into defaults.json), each user's rules as the defaults merged with what
+// they changed (rules.go), the evaluation of rules against events
+// (eval.go, cache.go), the worker that evaluates every new event for the
+// room's local members and stores their notifications (worker.go), and
+// delivery to push gateways through HTTP pushers (pusher.go, gateway.go).
+//
+// Not done: badge-only pushes (counts without an event) when the user
+// reads, and email pushers.
 package push
 
 import (
 	_ "embed"
-	"encoding/json"
-	"strings"
-
-	"maunium.net/go/mautrix/id"
 )
 
 //go:embed defaults.json
@@ -16,12 +19,3 @@ var defaultsJSON string
 
 // userIDPlaceholder is how the spec writes "this user" in default rules.
 const userIDPlaceholder = "[the user's Matrix ID]"
-
-// DefaultRuleset returns the server-default push rules for a user, in the
-// /pushrules "global" format.
-func DefaultRuleset(userID id.UserID) json.RawMessage {
-	quoted, _ := json.Marshal(string(userID))
-	// The placeholder sits inside a JSON string; substitute the escaped ID
-	// without its quotes.
-	return json.RawMessage(strings.ReplaceAll(defaultsJSON, userIDPlaceholder, string(quoted[1:len(quoted)-1])))
-}

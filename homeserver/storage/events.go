@@ -104,7 +104,7 @@ func (db *DB) InsertEvent(ctx context.Context, e *Event) error {
 	if err != nil {
 		return fmt.Errorf("insert event: %w", err)
 	}
-	return nil
+	return db.indexForSearch(ctx, e)
 }
 
 const eventColumns = `stream_pos, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
@@ -195,6 +195,9 @@ func (db *DB) RoomEventsTopological(ctx context.Context, roomID id.RoomID, depth
 
 // SetRedactedBy replaces an event's PDU with its redacted form.
 func (db *DB) SetRedactedBy(ctx context.Context, eventID, redactedBy id.EventID, redactedPDU []byte) error {
+	if err := db.unindexForSearch(ctx, eventID); err != nil {
+		return err
+	}
 	_, err := db.Exec(ctx, `UPDATE events SET redacted_by = $2, pdu = $3, rel_type = NULL, relates_to = NULL, rel_key = NULL WHERE event_id = $1`,
 		eventID, redactedBy, string(redactedPDU))
 	return err

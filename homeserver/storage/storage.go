@@ -55,6 +55,10 @@ func Open(ctx context.Context, uri, dataDir string, maxConns int, log zerolog.Lo
 		return nil, fmt.Errorf("database: upgrade schema: %w", err)
 	}
 	db := &DB{Database: raw}
+	if err := db.EnsureSearchIndex(ctx, log); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("database: %w", err)
+	}
 	if db.lookupToken, err = db.prepare(ctx, lookupAccessTokenQuery); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("database: %w", err)

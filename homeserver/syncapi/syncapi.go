@@ -18,9 +18,9 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-	"maunium.net/go/mautrix/pushrules"
 
 	"github.com/switchboard-im/switchboard/homeserver/notifier"
+	"github.com/switchboard-im/switchboard/homeserver/push"
 	"github.com/switchboard-im/switchboard/homeserver/rooms"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
 	"github.com/switchboard-im/switchboard/homeserver/typing"
@@ -72,8 +72,7 @@ type Syncer struct {
 	// long-lived (one per process) for them to help.
 	cacheOnce  sync.Once
 	unreadMemo unreadCache
-	rulesMu    sync.Mutex
-	rules      map[id.UserID]*pushrules.PushRuleset
+	pushRules  *push.Cache
 }
 
 // Request is one /sync call.
@@ -100,6 +99,8 @@ type Response struct {
 	ToDevice    Events[json.RawMessage] `json:"to_device"`
 	DeviceLists map[string][]id.UserID  `json:"device_lists"`
 	OTKCounts   map[string]int          `json:"device_one_time_keys_count"`
+	// FallbackKeyTypes are the device's unused fallback key algorithms.
+	FallbackKeyTypes []string `json:"device_unused_fallback_key_types"`
 }
 
 // RoomsResponse holds the four room sections.
@@ -234,7 +235,8 @@ func closeListener(l *notifier.Listener) {
 
 func (r *Response) empty() bool {
 	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 && len(r.Rooms.Knock) == 0 &&
-		len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.ToDevice.Events) == 0
+		len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.ToDevice.Events) == 0 &&
+		len(r.DeviceLists["changed"]) == 0 && len(r.DeviceLists["left"]) == 0
 }
 
 func newResponse(upto int64) *Response {
@@ -247,6 +249,8 @@ func newResponse(upto int64) *Response {
 		ToDevice:    Events[json.RawMessage]{Events: []json.RawMessage{}},
 		DeviceLists: map[string][]id.UserID{"changed": {}, "left": {}},
 		OTKCounts:   map[string]int{},
+
+		FallbackKeyTypes: []string{},
 	}
 }
 
@@ -360,6 +364,9 @@ func (s *Syncer) compute(ctx context.Context, req Request, upto int64) (*Respons
 		return nil, err
 	}
 	if err := s.presence(ctx, req, resp, since, upto, joined); err != nil {
+		return nil, err
+	}
+	if err := s.e2ee(ctx, req, resp, since, upto); err != nil {
 		return nil, err
 	}
 	if err := s.ephemeral(ctx, req, resp, since, upto, joined, s.Typing); err != nil {

@@ -13,7 +13,6 @@ import (
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-	"maunium.net/go/mautrix/pushrules"
 
 	"github.com/switchboard-im/switchboard/homeserver/push"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
@@ -35,8 +34,9 @@ const mainThread = "main"
 
 // unread fills unread_notifications of every joined room in the response
 // (spec: "Receiving notifications"): the events after the user's read
-// receipt, from other users, that the user's push rules (the spec's server
-// defaults) make notify, and of those the ones that highlight.
+// receipt, from other users, that the user's push rules (the server
+// defaults merged with the user's own, see package push) make notify, and
+// of those the ones that highlight.
 //
 //   - The read position is the furthest of the user's m.read and
 //     m.read.private receipts; threaded receipts (spec: "Threaded read
@@ -57,7 +57,7 @@ func (s *Syncer) unread(ctx context.Context, req Request, resp *Response, upto i
 	if len(resp.Rooms.Join) == 0 {
 		return threads, nil
 	}
-	rules, err := s.ruleset(req.User)
+	rules, version, err := s.pushCache().ForUser(ctx, req.User)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +74,7 @@ func (s *Syncer) unread(ctx context.Context, req Request, resp *Response, upto i
 		go func() {
 			defer wg.Done()
 			for roomID := range work {
-				counts, err := s.cachedUnreadCounts(ctx, rules, req.User, roomID, upto)
+				counts, err := s.cachedUnreadCounts(ctx, rules, version, req.User, roomID, upto)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err
@@ -134,7 +134,7 @@ type unreadScan struct {
 }
 
 // scanUnread counts the events in (from, upto], newest first.
-func (s *Syncer) scanUnread(ctx context.Context, rules *pushrules.PushRuleset, user id.UserID, roomID id.RoomID, read map[string]int64, from, upto int64) (*unreadScan, error) {
+func (s *Syncer) scanUnread(ctx context.Context, rules *push.Compiled, user id.UserID, roomID id.RoomID, read map[string]int64, from, upto int64) (*unreadScan, error) {
 	read = maps.Clone(read)
 	out := &unreadScan{counts: map[string]Unread{}, ownThreads: map[string]bool{}}
 	var room *pushRoom
@@ -169,13 +169,13 @@ func (s *Syncer) scanUnread(ctx context.Context, rules *pushrules.PushRuleset, u
 					return nil, err
 				}
 			}
-			notify, highlight := evaluatePush(rules, room, e)
-			if !notify {
+			res := rules.Evaluate(push.NewEvent(e), room.room, &push.Member{UserID: user, DisplayName: room.displayName})
+			if res == nil || !res.Notify {
 				continue
 			}
 			c := out.counts[thread]
 			c.NotificationCount++
-			if highlight {
+			if res.Highlight {
 				c.HighlightCount++
 			}
 			out.counts[thread] = c
@@ -190,7 +190,7 @@ func (s *Syncer) scanUnread(ctx context.Context, rules *pushrules.PushRuleset, u
 }
 
 // unreadCache remembers each (user, room)'s counts as of a stream
-// position and read position, so a sync only evaluates the push rules on
+// position, read position and push rules version, so a sync only evaluates the push rules on
 // events that are new since the last sync — a woken long-poll otherwise
 // re-scans every unread event of the room on every message.
 type unreadCache struct {
@@ -218,13 +218,14 @@ func readSignature(read map[string]int64) string {
 
 // cachedUnreadCounts is unreadCounts, extending the cached counts by the
 // events since they were computed when nothing invalidates them (a new
-// receipt, or a redaction among the new events, recounts from scratch).
-func (s *Syncer) cachedUnreadCounts(ctx context.Context, rules *pushrules.PushRuleset, user id.UserID, roomID id.RoomID, upto int64) (map[string]Unread, error) {
+// receipt, a change of the user's push rules, or a redaction among the new
+// events, recounts from scratch).
+func (s *Syncer) cachedUnreadCounts(ctx context.Context, rules *push.Compiled, rulesVersion int64, user id.UserID, roomID id.RoomID, upto int64) (map[string]Unread, error) {
 	read, err := s.DB.ReadUpTo(ctx, roomID, user)
 	if err != nil {
 		return nil, err
 	}
-	key, sig := string(user)+"|"+string(roomID), readSignature(read)
+	key, sig := string(user)+"|"+string(roomID), fmt.Sprintf("rules=%d;", rulesVersion)+readSignature(read)
 	s.unreadMu().Lock()
 	prev := s.unreadMemo.entries[key]
 	s.unreadMu().Unlock()
@@ -275,29 +276,15 @@ func (s *Syncer) unreadMu() *sync.Mutex {
 	return &s.unreadMemo.mu
 }
 
-// ruleset returns the user's parsed push rules (the server defaults),
-// parsed once per user.
-func (s *Syncer) ruleset(user id.UserID) (*pushrules.PushRuleset, error) {
+// pushCache returns the cache of users' compiled push rules.
+func (s *Syncer) pushCache() *push.Cache {
 	s.cacheOnce.Do(s.initCaches)
-	s.rulesMu.Lock()
-	defer s.rulesMu.Unlock()
-	if r := s.rules[user]; r != nil {
-		return r, nil
-	}
-	var rules pushrules.PushRuleset
-	if err := json.Unmarshal(push.DefaultRuleset(user), &rules); err != nil {
-		return nil, err
-	}
-	if len(s.rules) >= maxUnreadEntries {
-		s.rules = map[id.UserID]*pushrules.PushRuleset{}
-	}
-	s.rules[user] = &rules
-	return &rules, nil
+	return s.pushRules
 }
 
 func (s *Syncer) initCaches() {
 	s.unreadMemo.entries = map[string]*unreadEntry{}
-	s.rules = map[id.UserID]*pushrules.PushRuleset{}
+	s.pushRules = push.NewCache(s.DB)
 }
 
 // threadOf is the thread an event belongs to: the root of its m.thread
@@ -311,72 +298,68 @@ func threadOf(e *storage.Event) string {
 	return mainThread
 }
 
-// evaluatePush runs the push rules on a stored event.
-func evaluatePush(rules *pushrules.PushRuleset, room *pushRoom, e *storage.Event) (notify, highlight bool) {
-	class := event.MessageEventType
-	if e.StateKey != nil {
-		class = event.StateEventType
-	}
-	evt := &event.Event{
-		ID: e.EventID, RoomID: e.RoomID, Sender: e.Sender, StateKey: e.StateKey,
-		Type: event.Type{Type: e.Type, Class: class}, Timestamp: e.OriginServerTS,
-	}
-	content := gjson.GetBytes(e.PDU, "content")
-	if content.IsObject() {
-		if err := evt.Content.UnmarshalJSON([]byte(content.Raw)); err != nil {
-			return false, false
-		}
-	} else {
-		evt.Content.Raw = map[string]any{}
-	}
-	for _, action := range rules.GetActions(room, evt) {
-		switch action.Action {
-		case pushrules.ActionNotify:
-			notify = true
-		case pushrules.ActionSetTweak:
-			if action.Tweak == pushrules.TweakHighlight {
-				// A highlight tweak without a value means true.
-				v, isBool := action.Value.(bool)
-				highlight = v || !isBool
-			}
-		}
-	}
-	return notify, notify && highlight
-}
-
-// pushRoom is what push conditions need to know about a room, from its
-// current state.
+// pushRoom is what push conditions need to know about a room and the
+// user in it, from its current state.
 type pushRoom struct {
-	members     int
+	room        *push.Room
 	displayName string
-	powerLevels *event.PowerLevelsEventContent
 }
-
-var _ pushrules.PowerLevelfulRoom = (*pushRoom)(nil)
-
-func (r *pushRoom) GetOwnDisplayname() string                      { return r.displayName }
-func (r *pushRoom) GetMemberCount() int                            { return r.members }
-func (r *pushRoom) GetPowerLevels() *event.PowerLevelsEventContent { return r.powerLevels }
 
 func (s *Syncer) pushRoom(ctx context.Context, roomID id.RoomID, user id.UserID) (*pushRoom, error) {
 	state, _, err := s.Rooms.State(ctx, roomID)
 	if err != nil {
 		return nil, err
 	}
-	r := &pushRoom{}
+	r := &pushRoom{room: &push.Room{}}
 	for k, p := range state {
 		if k.Type != event.StateMember.Type {
 			continue
 		}
 		if gjson.GetBytes(p.Content, "membership").Str == string(event.MembershipJoin) {
-			r.members++
+			r.room.MemberCount++
 		}
 		if id.UserID(k.StateKey) == user {
 			r.displayName = gjson.GetBytes(p.Content, "displayname").Str
 		}
 	}
-	if r.powerLevels, err = s.Rooms.PowerLevels(ctx, roomID); err != nil {
+	if r.room.PowerLevels, err = s.Rooms.PowerLevels(ctx, roomID); err != nil {
 		return nil, err
 	}
+	var plContent []byte
+	if p := state[storage.StateKey{Type: event.StatePowerLevels.Type}]; p != nil {
+		plContent = p.Content
+	}
+	r.room.NotificationLevels = push.NotificationLevels(plContent)
 	return r, nil
+}
+
+// pushRulesAccountData puts the user's current push rules into the
+// response's m.push_rules account data: on an initial sync always, on an
+// incremental one when they changed (their change writes the account data
+// entry, whose content is replaced here by the ruleset as it is now, so
+// that a new server version's defaults show).
+func (s *Syncer) pushRulesAccountData(ctx context.Context, user id.UserID, resp *Response, since int64) error {
+	at := -1
+	for i, raw := range resp.AccountData.Events {
+		if gjson.GetBytes(raw, "type").Str == storage.PushRulesType {
+			at = i
+		}
+	}
+	if at < 0 && since > 0 {
+		return nil
+	}
+	rows, err := s.DB.PushRules(ctx, user)
+	if err != nil {
+		return err
+	}
+	raw, err := json.Marshal(map[string]any{"type": storage.PushRulesType, "content": push.Assemble(user, rows).AccountDataContent()})
+	if err != nil {
+		return err
+	}
+	if at < 0 {
+		resp.AccountData.Events = append(resp.AccountData.Events, raw)
+	} else {
+		resp.AccountData.Events[at] = raw
+	}
+	return nil
 }

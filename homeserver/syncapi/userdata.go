@@ -40,7 +40,7 @@ func (s *Syncer) accountData(ctx context.Context, req Request, resp *Response, s
 			target.Events = append(target.Events, accountDataEvent(ad))
 		}
 	}
-	return nil
+	return s.pushRulesAccountData(ctx, req.User, resp, since)
 }
 
 func accountDataEvent(ad storage.AccountDataEvent) json.RawMessage {

@@ -1,0 +1,244 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/switchboard-im/switchboard/homeserver/storage"
+)
+
+const (
+	// DefaultMinBackoff and DefaultMaxBackoff bound the wait between
+	// attempts at a notification the gateway failed to take (network
+	// error, 5xx): it doubles from the first to the second. After
+	// DefaultGiveUpAfter of failures the notification is dropped and the
+	// next one tried, as Synapse does.
+	DefaultMinBackoff  = time.Second
+	DefaultMaxBackoff  = time.Hour
+	DefaultGiveUpAfter = 24 * time.Hour
+	// deliveryPage is how many notifications a pusher reads at a time.
+	deliveryPage = 50
+)
+
+// pusherKey identifies a pusher.
+type pusherKey struct {
+	user    id.UserID
+	appID   string
+	pushKey string
+}
+
+// delivery is the state of one pusher's delivery goroutine, which runs
+// while the pusher has notifications to send and exits when it has none.
+// Guarded by Service.mu.
+type delivery struct {
+	running bool
+	poked   bool
+}
+
+// startDelivering makes this process deliver (it holds the lease): every
+// pusher gets a look, in case notifications were left undelivered by a
+// previous process.
+func (s *Service) startDelivering(ctx context.Context) {
+	s.mu.Lock()
+	s.deliverCtx, s.deliverCancel = context.WithCancel(ctx)
+	s.mu.Unlock()
+	pushers, err := s.db.AllPushers(ctx)
+	if err != nil {
+		s.log.Warn().Err(err).Msg("Failed to list pushers; each resumes with its user's next notification")
+		return
+	}
+	for _, p := range pushers {
+		s.poke(pusherKey{p.UserID, p.AppID, p.PushKey})
+	}
+}
+
+// stopDelivering stops every delivery goroutine and waits for them.
+func (s *Service) stopDelivering() {
+	s.mu.Lock()
+	cancel := s.deliverCancel
+	s.deliverCtx, s.deliverCancel = nil, nil
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	s.wg.Wait()
+}
+
+// notified hands new notifications to their users' pushers.
+func (s *Service) notified(ctx context.Context, notes []storage.Notification) {
+	seen := map[id.UserID]bool{}
+	var users []id.UserID
+	for _, n := range notes {
+		if !seen[n.UserID] {
+			seen[n.UserID] = true
+			users = append(users, n.UserID)
+		}
+	}
+	pushers, err := s.db.PushersOf(ctx, users)
+	if err != nil {
+		s.log.Warn().Err(err).Msg("Failed to read pushers; their notifications go with the next ones")
+		return
+	}
+	for _, p := range pushers {
+		s.poke(pusherKey{p.UserID, p.AppID, p.PushKey})
+	}
+}
+
+// poke makes a pusher look for notifications to send.
+func (s *Service) poke(k pusherKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.deliverCtx == nil {
+		return
+	}
+	d := s.deliveries[k]
+	if d == nil {
+		d = &delivery{}
+		s.deliveries[k] = d
+	}
+	d.poked = true
+	if !d.running {
+		d.running = true
+		s.wg.Add(1)
+		go s.deliver(s.deliverCtx, k, d)
+	}
+}
+
+func (s *Service) deliver(ctx context.Context, k pusherKey, d *delivery) {
+	defer s.wg.Done()
+	log := s.log.With().Stringer("user_id", k.user).Str("app_id", k.appID).Logger()
+	for {
+		s.mu.Lock()
+		d.poked = false
+		s.mu.Unlock()
+		more, err := s.deliverPending(ctx, k)
+		if err != nil && ctx.Err() == nil {
+			log.Warn().Err(err).Msg("Push delivery failed; retrying")
+			sleep(ctx, dbRetry)
+			more = true
+		}
+		s.mu.Lock()
+		if ctx.Err() != nil || (!more && !d.poked) {
+			d.running = false
+			if s.deliveries[k] == d {
+				delete(s.deliveries, k)
+			}
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+	}
+}
+
+// deliverPending sends the pusher's next page of notifications, in order;
+// it reports whether there may be more.
+func (s *Service) deliverPending(ctx context.Context, k pusherKey) (bool, error) {
+	p, err := s.db.GetPusher(ctx, k.user, k.appID, k.pushKey)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil // deleted
+	} else if err != nil {
+		return false, err
+	}
+	notes, err := s.db.NotificationsAfter(ctx, k.user, p.LastPos, deliveryPage)
+	if err != nil {
+		return false, err
+	}
+	read := map[id.RoomID]map[string]int64{}
+	for _, n := range notes {
+		if _, ok := read[n.RoomID]; !ok {
+			if read[n.RoomID], err = s.db.ReadUpTo(ctx, n.RoomID, k.user); err != nil {
+				return false, err
+			}
+		}
+		r := read[n.RoomID]
+		// A notification the user has read on another device by now is
+		// not pushed.
+		if n.StreamPos > max(r[""], r[n.ThreadID]) {
+			gone, err := s.push(ctx, p, n)
+			if err != nil {
+				return false, err
+			} else if gone {
+				return false, nil
+			}
+		}
+		if err := s.db.SetPusherLastPos(ctx, k.user, k.appID, k.pushKey, n.StreamPos); err != nil {
+			return false, err
+		}
+	}
+	return len(notes) == deliveryPage, nil
+}
+
+// push sends one notification, retrying with backoff while the gateway
+// fails. It reports gone when the pusher no longer exists (the gateway
+// rejected its pushkey, or the user deleted it meanwhile).
+func (s *Service) push(ctx context.Context, p *storage.Pusher, n storage.Notification) (gone bool, err error) {
+	e, err := s.db.GetEvent(ctx, n.EventID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	if e.RedactedBy != "" {
+		return false, nil
+	}
+	log := s.log.With().Stringer("user_id", p.UserID).Str("app_id", p.AppID).Stringer("event_id", n.EventID).Logger()
+	minBackoff, maxBackoff, giveUpAfter := s.retryPolicy()
+	backoff, start := minBackoff, time.Now()
+	for attempt := 1; ; attempt++ {
+		req, err := s.notification(ctx, p, n, e)
+		if err != nil {
+			return false, err
+		}
+		outcome, err := s.post(ctx, gjson.GetBytes(p.Data, "url").Str, req, p.PushKey)
+		switch outcome {
+		case outcomeSent:
+			if attempt > 1 {
+				log.Info().Int("attempts", attempt).Msg("Push gateway took the notification")
+			}
+			return false, nil
+		case outcomeRejected:
+			log.Info().Msg("Push gateway rejected the pushkey; deleting the pusher")
+			if _, err := s.db.DeletePusher(ctx, p.UserID, p.AppID, p.PushKey); err != nil {
+				return false, err
+			}
+			return true, nil
+		case outcomeFailed:
+			log.Warn().Err(err).Msg("Push gateway refused the notification; dropping it")
+			return false, nil
+		}
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		if time.Since(start) >= giveUpAfter {
+			log.Warn().Err(err).Int("attempts", attempt).Msg("Push gateway kept failing; dropping the notification")
+			return false, nil
+		}
+		log.Debug().Err(err).Dur("retry_in", backoff).Msg("Push gateway unreachable; retrying")
+		if !sleep(ctx, backoff) {
+			return false, ctx.Err()
+		}
+		backoff = min(2*backoff, maxBackoff)
+		// The user may have changed or deleted the pusher meanwhile.
+		if p, err = s.db.GetPusher(ctx, p.UserID, p.AppID, p.PushKey); errors.Is(err, storage.ErrNotFound) {
+			return true, nil
+		} else if err != nil {
+			return false, err
+		}
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether the wait completed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
