@@ -15,7 +15,7 @@ DATA    ?= ./data
 # go test timeout per package; the whole suite must stay under 15 minutes.
 TEST_TIMEOUT ?= 10m
 
-.PHONY: all build run test test-deps test-interop bench lint clean
+.PHONY: all build run test test-deps test-interop bench bench-homeserver lint clean
 
 all: build
 
@@ -41,6 +41,17 @@ test-interop:
 
 bench: build
 	$(GO) run ./cmd/switchboard-bench --binary $(BIN)
+	$(MAKE) bench-homeserver
+
+# The homeserver's Element-facing parts, as Go benchmarks (both databases
+# where they take a DB): /keys/query for 1,000 users, search p50/p99 over
+# 100,000 messages, push-rule evaluation for a 1,000-member room, thumbnail
+# and upload throughput with thumbnail p50/p99.
+bench-homeserver:
+	$(GO) test -run '^$$' -bench 'KeysQuery1000Users' -benchtime 3x ./homeserver/clientapi/
+	$(GO) test -run '^$$' -bench 'Search100k' -benchtime 1x ./homeserver/clientapi/
+	$(GO) test -run '^$$' -bench 'PushEvaluation1000Members|PushWorker1000Members' ./homeserver/push/
+	$(GO) test -run '^$$' -bench 'Thumbnail|Upload' -benchtime 30x ./homeserver/media/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
