@@ -112,9 +112,8 @@ func (a *API) postDeleteDevices(c *gin.Context, sess *storage.Session) {
 }
 
 func (a *API) deleteDevicesUIA(c *gin.Context, sess *storage.Session, raw map[string]json.RawMessage, devices []id.DeviceID) {
-	auth, err := parseAuth(raw)
-	if err != nil {
-		fail(c, mautrix.MBadJSON.WithMessage("auth must be an object"))
+	auth, ok := parseAuth(c, raw)
+	if !ok {
 		return
 	}
 	uia := a.runUIA(c, uiaRequest{flows: passwordFlows, user: sess.UserID, auth: auth})
@@ -158,9 +157,8 @@ func (a *API) postPassword(c *gin.Context, sess *storage.Session) {
 		fail(c, errWeakPassword.WithMessage("%s", err.Error()))
 		return
 	}
-	auth, err := parseAuth(raw)
-	if err != nil {
-		fail(c, mautrix.MBadJSON.WithMessage("auth must be an object"))
+	auth, ok := parseAuth(c, raw)
+	if !ok {
 		return
 	}
 	uia := a.runUIA(c, uiaRequest{flows: passwordFlows, user: sess.UserID, auth: auth})
@@ -189,13 +187,8 @@ func (a *API) postDeactivate(c *gin.Context, sess *storage.Session) {
 	var req struct {
 		Erase bool `json:"erase"`
 	}
-	raw, ok := a.readJSON(c, &req)
+	auth, ok := a.readJSONWithAuth(c, &req)
 	if !ok {
-		return
-	}
-	auth, err := parseAuth(raw)
-	if err != nil {
-		fail(c, mautrix.MBadJSON.WithMessage("auth must be an object"))
 		return
 	}
 	uia := a.runUIA(c, uiaRequest{flows: passwordFlows, user: sess.UserID, auth: auth})

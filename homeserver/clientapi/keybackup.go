@@ -93,6 +93,22 @@ func isJSONObject(raw json.RawMessage) bool {
 
 func isJSONNull(raw json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) }
 
+// readBackupVersion reads a version's create or update request: the body
+// and its algorithm and auth_data. It answers a bad request and returns
+// false.
+func (a *API) readBackupVersion(c *gin.Context) (map[string]json.RawMessage, string, json.RawMessage, bool) {
+	raw, ok := a.readJSON(c, nil)
+	if !ok {
+		return nil, "", nil, false
+	}
+	algorithm, authData, rerr := backupVersionBody(raw)
+	if rerr != nil {
+		fail(c, *rerr)
+		return nil, "", nil, false
+	}
+	return raw, algorithm, authData, true
+}
+
 // backupVersionBody reads the algorithm and auth_data of a version's
 // create or update request.
 func backupVersionBody(raw map[string]json.RawMessage) (string, json.RawMessage, *mautrix.RespError) {
@@ -140,13 +156,8 @@ func backupVersionBody(raw map[string]json.RawMessage) (string, json.RawMessage,
 }
 
 func (a *API) postKeyBackupVersion(c *gin.Context, sess *storage.Session) {
-	raw, ok := a.readJSON(c, nil)
+	_, algorithm, authData, ok := a.readBackupVersion(c)
 	if !ok {
-		return
-	}
-	algorithm, authData, rerr := backupVersionBody(raw)
-	if rerr != nil {
-		fail(c, *rerr)
 		return
 	}
 	version, err := a.db.CreateKeyBackupVersion(c.Request.Context(), sess.UserID, algorithm, authData)
@@ -202,13 +213,8 @@ func (a *API) getKeyBackupVersion(c *gin.Context, sess *storage.Session) {
 }
 
 func (a *API) putKeyBackupVersion(c *gin.Context, sess *storage.Session) {
-	raw, ok := a.readJSON(c, nil)
+	raw, algorithm, authData, ok := a.readBackupVersion(c)
 	if !ok {
-		return
-	}
-	algorithm, authData, rerr := backupVersionBody(raw)
-	if rerr != nil {
-		fail(c, *rerr)
 		return
 	}
 	pathVersion := c.Param("version")
@@ -229,14 +235,7 @@ func (a *API) putKeyBackupVersion(c *gin.Context, sess *storage.Session) {
 		return
 	}
 	err := a.db.UpdateKeyBackupVersion(c.Request.Context(), sess.UserID, version, algorithm, authData)
-	switch {
-	case errors.Is(err, storage.ErrNotFound):
-		fail(c, errUnknownBackupVersion)
-	case errors.Is(err, storage.ErrKeyBackupAlgorithmMismatch):
-		fail(c, mautrix.MInvalidParam.WithMessage("Algorithm does not match the backup's algorithm"))
-	case err != nil:
-		a.internalError(c, err)
-	default:
+	if !a.backupError(c, err) {
 		c.JSON(http.StatusOK, gin.H{})
 	}
 }
@@ -248,14 +247,30 @@ func (a *API) deleteKeyBackupVersion(c *gin.Context, sess *storage.Session) {
 		return
 	}
 	err := a.db.DeleteKeyBackupVersion(c.Request.Context(), sess.UserID, version)
-	switch {
-	case errors.Is(err, storage.ErrNotFound):
-		fail(c, errUnknownBackupVersion)
-	case err != nil:
-		a.internalError(c, err)
-	default:
+	if !a.backupError(c, err) {
 		c.JSON(http.StatusOK, gin.H{})
 	}
+}
+
+// backupError answers the error of a backup read or write, if there is
+// one: an unknown version, a wrong current version, a changed algorithm,
+// or an internal error.
+func (a *API) backupError(c *gin.Context, err error) bool {
+	var wrong *storage.WrongKeyBackupVersionError
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, storage.ErrNotFound):
+		fail(c, errUnknownBackupVersion)
+	case errors.As(err, &wrong):
+		fail(c, mautrix.MWrongRoomKeysVersion.WithMessage("Wrong backup version.").
+			WithExtraField("current_version", formatBackupVersion(wrong.Current)))
+	case errors.Is(err, storage.ErrKeyBackupAlgorithmMismatch):
+		fail(c, mautrix.MInvalidParam.WithMessage("Algorithm does not match the backup's algorithm"))
+	default:
+		a.internalError(c, err)
+	}
+	return true
 }
 
 // backupKeysTarget is what a /room_keys/keys request addresses: a version's
@@ -264,6 +279,17 @@ type backupKeysTarget struct {
 	version   int64 // 0 when the query names no version this server issued
 	roomID    id.RoomID
 	sessionID id.SessionID
+}
+
+// issuedKeysTarget is keysTarget for reads and deletions, which need a
+// version this server issued.
+func issuedKeysTarget(c *gin.Context) (backupKeysTarget, bool) {
+	t, ok := keysTarget(c)
+	if ok && t.version == 0 {
+		fail(c, errUnknownBackupVersion)
+		return t, false
+	}
+	return t, ok
 }
 
 // keysTarget validates the version query parameter and the path.
@@ -474,35 +500,18 @@ func (a *API) putBackupKeys(c *gin.Context, sess *storage.Session) {
 		return
 	}
 	etag, count, err := a.db.PutBackupKeys(c.Request.Context(), sess.UserID, t.version, keys)
-	var wrong *storage.WrongKeyBackupVersionError
-	switch {
-	case errors.Is(err, storage.ErrNotFound):
-		fail(c, errUnknownBackupVersion)
-	case errors.As(err, &wrong):
-		fail(c, mautrix.MWrongRoomKeysVersion.WithMessage("Wrong backup version.").
-			WithExtraField("current_version", formatBackupVersion(wrong.Current)))
-	case err != nil:
-		a.internalError(c, err)
-	default:
+	if !a.backupError(c, err) {
 		keysUpdated(c, etag, count)
 	}
 }
 
 func (a *API) getBackupKeys(c *gin.Context, sess *storage.Session) {
-	t, ok := keysTarget(c)
+	t, ok := issuedKeysTarget(c)
 	if !ok {
 		return
 	}
-	if t.version == 0 {
-		fail(c, errUnknownBackupVersion)
-		return
-	}
 	keys, err := a.db.GetBackupKeys(c.Request.Context(), sess.UserID, t.version, t.roomID, t.sessionID)
-	if errors.Is(err, storage.ErrNotFound) {
-		fail(c, errUnknownBackupVersion)
-		return
-	} else if err != nil {
-		a.internalError(c, err)
+	if a.backupError(c, err) {
 		return
 	}
 	switch {
@@ -542,21 +551,12 @@ func toBackupKeyJSON(k *storage.BackupKey) backupKeyJSON {
 }
 
 func (a *API) deleteBackupKeys(c *gin.Context, sess *storage.Session) {
-	t, ok := keysTarget(c)
+	t, ok := issuedKeysTarget(c)
 	if !ok {
 		return
 	}
-	if t.version == 0 {
-		fail(c, errUnknownBackupVersion)
-		return
-	}
 	etag, count, err := a.db.DeleteBackupKeys(c.Request.Context(), sess.UserID, t.version, t.roomID, t.sessionID)
-	switch {
-	case errors.Is(err, storage.ErrNotFound):
-		fail(c, errUnknownBackupVersion)
-	case err != nil:
-		a.internalError(c, err)
-	default:
+	if !a.backupError(c, err) {
 		keysUpdated(c, etag, count)
 	}
 }

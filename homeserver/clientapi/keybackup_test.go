@@ -52,6 +52,16 @@ func createBackup(t *testing.T, cli *mautrix.Client, auth backup.MegolmAuthData)
 	return resp.Version
 }
 
+// startWithBackup starts a server on uri with alice and a new backup
+// version of hers.
+func startWithBackup(t *testing.T, uri string) (*hstest.Server, *mautrix.Client, *backup.MegolmBackupKey, backup.MegolmAuthData, id.KeyBackupVersion) {
+	t.Helper()
+	srv := hstest.Start(t, uri, nil)
+	alice := srv.NewUser("alice")
+	key, auth := newBackupKey(t)
+	return srv, alice, key, auth, createBackup(t, alice, auth)
+}
+
 // sealKey encrypts a megolm session key (here a marker telling uploads
 // apart) to the backup key, with the given metadata.
 func sealKey(t *testing.T, key *backup.MegolmBackupKey, sessionKey string, firstIndex, forwarded int, verified bool) mautrix.ReqKeyBackupData {
@@ -234,10 +244,7 @@ func TestKeyBackupVersionLifecycle(t *testing.T) {
 
 func TestKeyBackupKeys(t *testing.T) {
 	testdb.ForEach(t, func(t *testing.T, uri string) {
-		srv := hstest.Start(t, uri, nil)
-		alice := srv.NewUser("alice")
-		key, auth := newBackupKey(t)
-		v := createBackup(t, alice, auth)
+		_, alice, key, _, v := startWithBackup(t, uri)
 		const roomA, roomB, roomC = id.RoomID("!a:localhost"), id.RoomID("!b:example.org"), id.RoomID("!c:localhost")
 
 		// All rooms at once.
@@ -349,10 +356,7 @@ func ptr[T any](v T) *T { return &v }
 // worse copies: the spec's rule decides which one the backup keeps.
 func TestKeyBackupReplacement(t *testing.T) {
 	testdb.ForEach(t, func(t *testing.T, uri string) {
-		srv := hstest.Start(t, uri, nil)
-		alice := srv.NewUser("alice")
-		key, auth := newBackupKey(t)
-		v := createBackup(t, alice, auth)
+		_, alice, key, _, v := startWithBackup(t, uri)
 		const roomID, sessionID = id.RoomID("!room:localhost"), id.SessionID("session")
 
 		steps := []struct {
@@ -417,10 +421,7 @@ func TestKeyBackupReplacement(t *testing.T) {
 // sessions: whatever the order, the best copy of each stays.
 func TestKeyBackupConcurrentUploads(t *testing.T) {
 	testdb.ForEach(t, func(t *testing.T, uri string) {
-		srv := hstest.Start(t, uri, nil)
-		alice := srv.NewUser("alice")
-		key, auth := newBackupKey(t)
-		v := createBackup(t, alice, auth)
+		_, alice, key, _, v := startWithBackup(t, uri)
 		const roomID = id.RoomID("!room:localhost")
 		const uploads, sessions = 12, 20
 
@@ -525,10 +526,7 @@ func TestKeyBackupWrongVersion(t *testing.T) {
 
 func TestKeyBackupDeleteVersionRemovesKeys(t *testing.T) {
 	testdb.ForEach(t, func(t *testing.T, uri string) {
-		srv := hstest.Start(t, uri, nil)
-		alice := srv.NewUser("alice")
-		key, auth := newBackupKey(t)
-		v1 := createBackup(t, alice, auth)
+		srv, alice, key, auth, v1 := startWithBackup(t, uri)
 		if _, err := alice.PutKeysInBackupForRoom(ctx, v1, "!room:localhost", &mautrix.ReqRoomKeyBackup{Sessions: map[id.SessionID]mautrix.ReqKeyBackupData{
 			"a": sealKey(t, key, "a", 0, 0, false), "b": sealKey(t, key, "b", 0, 0, false),
 		}}); err != nil {
@@ -560,10 +558,8 @@ func TestKeyBackupDeleteVersionRemovesKeys(t *testing.T) {
 
 func TestKeyBackupOtherUser(t *testing.T) {
 	testdb.ForEach(t, func(t *testing.T, uri string) {
-		srv := hstest.Start(t, uri, nil)
-		alice, bob := srv.NewUser("alice"), srv.NewUser("bob")
-		key, auth := newBackupKey(t)
-		v := createBackup(t, alice, auth)
+		srv, alice, key, auth, v := startWithBackup(t, uri)
+		bob := srv.NewUser("bob")
 		const roomID = id.RoomID("!shared:localhost")
 		if _, err := alice.PutKeysInBackupForRoomAndSession(ctx, v, roomID, "s", ptr(sealKey(t, key, "alice's", 0, 0, true))); err != nil {
 			t.Fatal(err)
@@ -608,10 +604,7 @@ func TestKeyBackupOtherUser(t *testing.T) {
 
 func TestKeyBackupBadInput(t *testing.T) {
 	testdb.ForEach(t, func(t *testing.T, uri string) {
-		srv := hstest.Start(t, uri, nil)
-		alice := srv.NewUser("alice")
-		key, auth := newBackupKey(t)
-		v := createBackup(t, alice, auth)
+		_, alice, key, auth, v := startWithBackup(t, uri)
 		good := sealKey(t, key, "good", 1, 0, false)
 		goodJSON, err := json.Marshal(good)
 		if err != nil {

@@ -367,15 +367,17 @@ func parseOneTimeKeys(keys map[string]json.RawMessage, what string) ([]storage.O
 
 // --- POST /keys/query ---
 
-// localUsers splits user IDs into ours and those of other servers (by
-// server); an invalid user ID is an error.
-func (a *API) localUsers(users []string) (local []id.UserID, remote map[string][]id.UserID, bad string) {
+// splitUsers splits the user IDs that key a request's map into ours
+// (sorted) and those of other servers (by server); for an invalid user ID
+// it answers M_INVALID_PARAM and returns false.
+func splitUsers[V any](a *API, c *gin.Context, byUser map[string]V) (local []id.UserID, remote map[string][]id.UserID, ok bool) {
 	remote = map[string][]id.UserID{}
-	for _, u := range users {
+	for u := range byUser {
 		userID := id.UserID(u)
 		_, server, err := userID.Parse()
 		if err != nil || len(u) > 255 {
-			return nil, nil, u
+			fail(c, mautrix.MInvalidParam.WithMessage("%q is not a valid user ID", u))
+			return nil, nil, false
 		}
 		if server == a.cfg.ServerName {
 			local = append(local, userID)
@@ -384,7 +386,7 @@ func (a *API) localUsers(users []string) (local []id.UserID, remote map[string][
 		}
 	}
 	slices.Sort(local)
-	return local, remote, ""
+	return local, remote, true
 }
 
 // signatureIndex holds the added signatures visible to one requester, by
@@ -470,13 +472,8 @@ func (a *API) postKeysQuery(c *gin.Context, sess *storage.Session) {
 		fail(c, errMissingParam.WithMessage("device_keys is required"))
 		return
 	}
-	users := make([]string, 0, len(req.DeviceKeys))
-	for u := range req.DeviceKeys {
-		users = append(users, u)
-	}
-	local, remote, bad := a.localUsers(users)
-	if bad != "" {
-		fail(c, mautrix.MInvalidParam.WithMessage("%q is not a valid user ID", bad))
+	local, remote, ok := splitUsers(a, c, req.DeviceKeys)
+	if !ok {
 		return
 	}
 	resp, err := a.queryKeys(c.Request.Context(), sess.UserID, local, func(userID id.UserID) []string { return req.DeviceKeys[string(userID)] })
@@ -641,13 +638,8 @@ func (a *API) postKeysClaim(c *gin.Context, sess *storage.Session) {
 		fail(c, errMissingParam.WithMessage("one_time_keys is required"))
 		return
 	}
-	users := make([]string, 0, len(req.OneTimeKeys))
-	for u := range req.OneTimeKeys {
-		users = append(users, u)
-	}
-	local, remote, bad := a.localUsers(users)
-	if bad != "" {
-		fail(c, mautrix.MInvalidParam.WithMessage("%q is not a valid user ID", bad))
+	local, remote, ok := splitUsers(a, c, req.OneTimeKeys)
+	if !ok {
 		return
 	}
 	var claims []storage.KeyClaim
@@ -781,13 +773,8 @@ func (a *API) postDeviceSigningUpload(c *gin.Context, sess *storage.Session) {
 		SelfSigning json.RawMessage `json:"self_signing_key"`
 		UserSigning json.RawMessage `json:"user_signing_key"`
 	}
-	raw, ok := a.readJSON(c, &req)
+	auth, ok := a.readJSONWithAuth(c, &req)
 	if !ok {
-		return
-	}
-	auth, err := parseAuth(raw)
-	if err != nil {
-		fail(c, mautrix.MBadJSON.WithMessage("auth must be an object"))
 		return
 	}
 	var uploads []*crossSigningUpload
@@ -927,13 +914,8 @@ func (a *API) postSignaturesUpload(c *gin.Context, sess *storage.Session) {
 	}
 	ctx := c.Request.Context()
 	me := sess.UserID
-	targets := make([]string, 0, len(req))
-	for u := range req {
-		targets = append(targets, u)
-	}
-	local, remote, bad := a.localUsers(targets)
-	if bad != "" {
-		fail(c, mautrix.MInvalidParam.WithMessage("%q is not a valid user ID", bad))
+	local, remote, ok := splitUsers(a, c, req)
+	if !ok {
 		return
 	}
 	failures := map[id.UserID]map[string]any{}

@@ -40,13 +40,14 @@ const (
 // URL previews answer on both, with an access token, when
 // media.url_preview is on.
 func (a *API) registerMedia(r gin.IRouter) {
+	legacyDownload, legacyThumbnail := a.legacyMedia("download", a.serveMedia), a.legacyMedia("thumbnail", a.serveThumbnail)
 	for _, version := range []string{"v3", "r0"} {
 		g := r.Group("/_matrix/media/" + version)
 		g.POST("/upload", a.authed(a.postUpload))
 		g.GET("/config", a.authed(a.getMediaConfig))
-		g.GET("/download/:serverName/:mediaID", a.getLegacyDownload)
-		g.GET("/download/:serverName/:mediaID/:fileName", a.getLegacyDownload)
-		g.GET("/thumbnail/:serverName/:mediaID", a.getLegacyThumbnail)
+		g.GET("/download/:serverName/:mediaID", legacyDownload)
+		g.GET("/download/:serverName/:mediaID/:fileName", legacyDownload)
+		g.GET("/thumbnail/:serverName/:mediaID", legacyThumbnail)
 		g.GET("/preview_url", a.authed(a.getPreviewURL))
 	}
 	r.PUT("/_matrix/media/v3/upload/:serverName/:mediaID", a.authed(a.putUpload))
@@ -160,15 +161,18 @@ func (s *slowUploadReader) Read(p []byte) (int, error) {
 
 func (a *API) getDownload(c *gin.Context, _ *storage.Session) { a.serveMedia(c) }
 
-// getLegacyDownload serves /_matrix/media/{v3,r0}/download. The spec froze
-// these unauthenticated endpoints (v1.11/v1.12); by default they answer
+// legacyMedia serves /_matrix/media/{v3,r0}/download and thumbnail with
+// serve. The spec froze these unauthenticated endpoints (v1.11/v1.12); by
+// default, unless media.legacy_unauthenticated_media is set, they answer
 // 404 as a frozen endpoint may.
-func (a *API) getLegacyDownload(c *gin.Context) {
-	if !a.cfg.Media.LegacyUnauthenticatedMedia {
-		fail(c, mautrix.MNotFound.WithMessage("Unauthenticated media is disabled: use /_matrix/client/v1/media/download"))
-		return
+func (a *API) legacyMedia(endpoint string, serve gin.HandlerFunc) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if !a.cfg.Media.LegacyUnauthenticatedMedia {
+			fail(c, mautrix.MNotFound.WithMessage("Unauthenticated media is disabled: use /_matrix/client/v1/media/%s", endpoint))
+			return
+		}
+		serve(c)
 	}
-	a.serveMedia(c)
 }
 
 // mediaWait parses timeout_ms: how long to wait for content that was
@@ -224,16 +228,6 @@ func (a *API) serveMedia(c *gin.Context) {
 }
 
 func (a *API) getThumbnail(c *gin.Context, _ *storage.Session) { a.serveThumbnail(c) }
-
-// getLegacyThumbnail serves /_matrix/media/{v3,r0}/thumbnail, frozen like
-// the legacy downloads unless media.legacy_unauthenticated_media is set.
-func (a *API) getLegacyThumbnail(c *gin.Context) {
-	if !a.cfg.Media.LegacyUnauthenticatedMedia {
-		fail(c, mautrix.MNotFound.WithMessage("Unauthenticated media is disabled: use /_matrix/client/v1/media/thumbnail"))
-		return
-	}
-	a.serveThumbnail(c)
-}
 
 func (a *API) serveThumbnail(c *gin.Context) {
 	var req media.ThumbnailRequest

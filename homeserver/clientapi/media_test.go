@@ -48,8 +48,20 @@ var mediaIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{22,}$`)
 // response with its body read.
 func download(t *testing.T, cli *mautrix.Client, path mautrix.PrefixableURLPath, header http.Header) (*http.Response, []byte, error) {
 	t.Helper()
+	return fetch(t, cli, cli.BuildURL(path), header)
+}
+
+// getMedia fetches a client-server API path with a query as cli and
+// returns the response with its body read.
+func getMedia(t *testing.T, cli *mautrix.Client, path mautrix.PrefixableURLPath, query map[string]string) (*http.Response, []byte, error) {
+	t.Helper()
+	return fetch(t, cli, cli.BuildURLWithQuery(path, query), nil)
+}
+
+func fetch(t *testing.T, cli *mautrix.Client, rawURL string, header http.Header) (*http.Response, []byte, error) {
+	t.Helper()
 	_, resp, err := cli.MakeFullRequestWithResp(ctx, mautrix.FullRequest{
-		Method: http.MethodGet, URL: cli.BuildURL(path), Headers: header, DontReadResponse: true, MaxAttempts: 1,
+		Method: http.MethodGet, URL: rawURL, Headers: header, DontReadResponse: true, MaxAttempts: 1,
 	})
 	if err != nil {
 		return resp, nil, err
@@ -463,24 +475,6 @@ func encodeImage(t *testing.T, format string, img image.Image) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
-}
-
-// getThumbnail fetches a thumbnail through the authenticated endpoint (or
-// another path) and returns the response and body.
-func getMedia(t *testing.T, cli *mautrix.Client, path mautrix.PrefixableURLPath, query map[string]string) (*http.Response, []byte, error) {
-	t.Helper()
-	_, resp, err := cli.MakeFullRequestWithResp(ctx, mautrix.FullRequest{
-		Method: http.MethodGet, URL: cli.BuildURLWithQuery(path, query), DontReadResponse: true, MaxAttempts: 1,
-	})
-	if err != nil {
-		return resp, nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, body, nil
 }
 
 func thumbnailPath(mxc id.ContentURI) mautrix.PrefixableURLPath {

@@ -78,9 +78,8 @@ func (a *API) postRegister(c *gin.Context) {
 		fail(c, mautrix.MForbidden.WithMessage("Registration is disabled on this server"))
 		return
 	}
-	auth, err := parseAuth(raw)
-	if err != nil {
-		fail(c, mautrix.MBadJSON.WithMessage("auth must be an object"))
+	auth, ok := parseAuth(c, raw)
+	if !ok {
 		return
 	}
 	ctx := c.Request.Context()
@@ -88,6 +87,7 @@ func (a *API) postRegister(c *gin.Context) {
 	// The spec wants username and password problems reported before UIA.
 	var userID id.UserID
 	if req.Username != "" {
+		var err error
 		if userID, err = a.accounts.UserIDFor(req.Username); err != nil {
 			fail(c, mautrix.MInvalidUsername.WithMessage("%s", err.Error()))
 			return

@@ -69,6 +69,16 @@ func (rep *reports) readReport(c *gin.Context, sess *storage.Session, reasonRequ
 	return &body, true
 }
 
+// readRoomReport reads the room of the path, then the report.
+func (rep *reports) readRoomReport(c *gin.Context, sess *storage.Session, reasonRequired bool) (id.RoomID, *reportBody, bool) {
+	roomID, ok := roomIDFromPath(c)
+	if !ok {
+		return "", nil, false
+	}
+	body, ok := rep.readReport(c, sess, reasonRequired)
+	return roomID, body, ok
+}
+
 func (rep *reports) store(c *gin.Context, r *storage.Report) {
 	reportID, err := rep.db.InsertReport(c.Request.Context(), r)
 	if err != nil {
@@ -82,11 +92,7 @@ func (rep *reports) store(c *gin.Context, r *storage.Report) {
 }
 
 func (rep *reports) postEventReport(c *gin.Context, sess *storage.Session) {
-	roomID, ok := roomIDFromPath(c)
-	if !ok {
-		return
-	}
-	body, ok := rep.readReport(c, sess, false)
+	roomID, body, ok := rep.readRoomReport(c, sess, false)
 	if !ok {
 		return
 	}
@@ -130,11 +136,7 @@ func (rep *reports) postEventReport(c *gin.Context, sess *storage.Session) {
 }
 
 func (rep *reports) postRoomReport(c *gin.Context, sess *storage.Session) {
-	roomID, ok := roomIDFromPath(c)
-	if !ok {
-		return
-	}
-	body, ok := rep.readReport(c, sess, true)
+	roomID, body, ok := rep.readRoomReport(c, sess, true)
 	if !ok {
 		return
 	}

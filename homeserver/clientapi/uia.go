@@ -217,15 +217,27 @@ func identifierUser(ident *userIdentifier, legacy string) string {
 // passwordFlows is the UIA every authenticated sensitive action uses.
 var passwordFlows = [][]string{{authPassword}}
 
-// parseAuth pulls the optional "auth" object out of a request.
-func parseAuth(raw map[string]json.RawMessage) (*uiaAuth, error) {
+// readJSONWithAuth is readJSON for a request that may carry UIA auth: it
+// returns the parsed auth object (nil when there is none).
+func (a *API) readJSONWithAuth(c *gin.Context, dst any) (*uiaAuth, bool) {
+	raw, ok := a.readJSON(c, dst)
+	if !ok {
+		return nil, false
+	}
+	return parseAuth(c, raw)
+}
+
+// parseAuth pulls the optional "auth" object out of a request; when it is
+// not an object it answers M_BAD_JSON and returns false.
+func parseAuth(c *gin.Context, raw map[string]json.RawMessage) (*uiaAuth, bool) {
 	data, ok := raw["auth"]
 	if !ok || string(data) == "null" {
-		return nil, nil
+		return nil, true
 	}
 	var auth uiaAuth
 	if err := json.Unmarshal(data, &auth); err != nil {
-		return nil, err
+		fail(c, mautrix.MBadJSON.WithMessage("auth must be an object"))
+		return nil, false
 	}
-	return &auth, nil
+	return &auth, true
 }

@@ -119,16 +119,27 @@ func (r *Repo) UploadTo(ctx context.Context, serverName, mediaID string, body io
 // checkUploadable tells whether userID may upload to mediaID now, before
 // the body is read (CompletePendingMedia settles races).
 func (r *Repo) checkUploadable(ctx context.Context, mediaID string, userID id.UserID) error {
-	if m, err := r.db.GetMedia(ctx, r.serverName, mediaID); err == nil {
-		if m.UserID != userID {
-			return ErrNotCreator
+	uploaded := func() error {
+		if m, err := r.db.GetMedia(ctx, r.serverName, mediaID); err == nil {
+			if m.UserID != userID {
+				return ErrNotCreator
+			}
+			return ErrCannotOverwrite
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return err
 		}
-		return ErrCannotOverwrite
-	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
+	if err := uploaded(); err != nil {
 		return err
 	}
 	p, err := r.db.GetPendingMedia(ctx, r.serverName, mediaID)
 	if errors.Is(err, storage.ErrNotFound) {
+		// A concurrent upload may have completed between the two reads
+		// (it replaces the reservation with the media row at once).
+		if err := uploaded(); err != nil {
+			return err
+		}
 		return ErrNotFound
 	} else if err != nil {
 		return err

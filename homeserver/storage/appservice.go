@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/tidwall/gjson"
+	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
@@ -242,41 +243,18 @@ func inList[T any](values []T, first int) (string, []any) {
 // ReceiptsInRange returns up to limit receipts of every room written in
 // (after, upto], private ones included, in stream order.
 func (db *DB) ReceiptsInRange(ctx context.Context, after, upto int64, limit int) ([]Receipt, error) {
-	rows, err := db.Query(ctx, `SELECT room_id, receipt_type, user_id, thread_id, event_id, ts, stream_pos FROM receipts
+	return queryList(ctx, db, "receipts in range", func(row dbutil.Scannable) (r Receipt, err error) {
+		err = row.Scan(&r.RoomID, &r.Type, &r.UserID, &r.ThreadID, &r.EventID, &r.TS, &r.StreamPos)
+		return r, err
+	}, `SELECT room_id, receipt_type, user_id, thread_id, event_id, ts, stream_pos FROM receipts
 		WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos LIMIT $3`, after, upto, limit)
-	if err != nil {
-		return nil, fmt.Errorf("receipts in range: %w", err)
-	}
-	defer rows.Close()
-	var out []Receipt
-	for rows.Next() {
-		var r Receipt
-		if err := rows.Scan(&r.RoomID, &r.Type, &r.UserID, &r.ThreadID, &r.EventID, &r.TS, &r.StreamPos); err != nil {
-			return nil, fmt.Errorf("receipts in range: %w", err)
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
 }
 
 // PresenceInRange returns up to limit presence states of any user written
 // in (after, upto], in stream order.
 func (db *DB) PresenceInRange(ctx context.Context, after, upto int64, limit int) ([]Presence, error) {
-	rows, err := db.Query(ctx, `SELECT `+presenceColumns+` FROM presence
+	return queryList(ctx, db, "presence in range", scanPresence, `SELECT `+presenceColumns+` FROM presence
 		WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos LIMIT $3`, after, upto, limit)
-	if err != nil {
-		return nil, fmt.Errorf("presence in range: %w", err)
-	}
-	defer rows.Close()
-	var out []Presence
-	for rows.Next() {
-		p, err := scanPresence(rows)
-		if err != nil {
-			return nil, fmt.Errorf("presence in range: %w", err)
-		}
-		out = append(out, p)
-	}
-	return out, rows.Err()
 }
 
 // AddressedToDevice is a pending to-device message with its recipient.
@@ -289,23 +267,14 @@ type AddressedToDevice struct {
 // ToDeviceInRange returns up to limit pending to-device messages of any
 // device with positions in (after, upto], in stream order.
 func (db *DB) ToDeviceInRange(ctx context.Context, after, upto int64, limit int) ([]AddressedToDevice, error) {
-	rows, err := db.Query(ctx, `SELECT stream_pos, user_id, device_id, sender, type, content FROM to_device
-		WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos LIMIT $3`, after, upto, limit)
-	if err != nil {
-		return nil, fmt.Errorf("to-device in range: %w", err)
-	}
-	defer rows.Close()
-	var out []AddressedToDevice
-	for rows.Next() {
+	return queryList(ctx, db, "to-device in range", func(row dbutil.Scannable) (AddressedToDevice, error) {
 		var m AddressedToDevice
 		var content string
-		if err := rows.Scan(&m.StreamPos, &m.UserID, &m.DeviceID, &m.Sender, &m.Type, &content); err != nil {
-			return nil, fmt.Errorf("to-device in range: %w", err)
-		}
+		err := row.Scan(&m.StreamPos, &m.UserID, &m.DeviceID, &m.Sender, &m.Type, &content)
 		m.Content = json.RawMessage(content)
-		out = append(out, m)
-	}
-	return out, rows.Err()
+		return m, err
+	}, `SELECT stream_pos, user_id, device_id, sender, type, content FROM to_device
+		WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos LIMIT $3`, after, upto, limit)
 }
 
 // CanonicalAliases returns the alias and alt_aliases of a room's current

@@ -443,20 +443,7 @@ func (db *DB) ForgetRoom(ctx context.Context, userID id.UserID, roomID id.RoomID
 
 // ForgottenRooms returns the rooms the user forgot.
 func (db *DB) ForgottenRooms(ctx context.Context, userID id.UserID) (map[id.RoomID]bool, error) {
-	rows, err := db.Query(ctx, `SELECT room_id FROM forgotten_rooms WHERE user_id = $1`, userID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[id.RoomID]bool{}
-	for rows.Next() {
-		var r id.RoomID
-		if err := rows.Scan(&r); err != nil {
-			return nil, err
-		}
-		out[r] = true
-	}
-	return out, rows.Err()
+	return querySet[id.RoomID](ctx, db, "forgotten rooms", `SELECT room_id FROM forgotten_rooms WHERE user_id = $1`, userID)
 }
 
 // UnforgetRoom clears a forget when the user joins again.

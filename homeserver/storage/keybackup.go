@@ -285,26 +285,14 @@ func (db *DB) GetBackupKeys(ctx context.Context, userID id.UserID, version int64
 		return nil, ErrNotFound
 	}
 	where, args := backupKeysWhere(userID, version, roomID, sessionID)
-	rows, err := db.Query(ctx, `SELECT room_id, session_id, first_message_index, forwarded_count, is_verified, session_data
-		FROM key_backup_sessions WHERE `+where, args...)
-	if err != nil {
-		return nil, fmt.Errorf("get backup keys: %w", err)
-	}
-	defer rows.Close()
-	var keys []*BackupKey
-	for rows.Next() {
+	return queryList(ctx, db, "get backup keys", func(row dbutil.Scannable) (*BackupKey, error) {
 		var k BackupKey
 		var data string
-		if err := rows.Scan(&k.RoomID, &k.SessionID, &k.FirstMessageIndex, &k.ForwardedCount, &k.IsVerified, &data); err != nil {
-			return nil, fmt.Errorf("get backup keys: %w", err)
-		}
+		err := row.Scan(&k.RoomID, &k.SessionID, &k.FirstMessageIndex, &k.ForwardedCount, &k.IsVerified, &data)
 		k.SessionData = json.RawMessage(data)
-		keys = append(keys, &k)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("get backup keys: %w", err)
-	}
-	return keys, nil
+		return &k, err
+	}, `SELECT room_id, session_id, first_message_index, forwarded_count, is_verified, session_data
+		FROM key_backup_sessions WHERE `+where, args...)
 }
 
 // DeleteBackupKeys deletes the keys of a backup version (current or not),

@@ -579,21 +579,11 @@ func (db *DB) insertDeviceListChanges(ctx context.Context, last int64, changes [
 // observer may see (those for everyone and those for observer alone), in
 // stream order; the caller decides which users observer shares rooms with.
 func (db *DB) DeviceListChanges(ctx context.Context, observer id.UserID, since, upto int64) ([]DeviceListChange, error) {
-	rows, err := db.Query(ctx, `SELECT user_id, observer FROM device_list_changes
+	return queryList(ctx, db, "device list changes", func(row dbutil.Scannable) (ch DeviceListChange, err error) {
+		err = row.Scan(&ch.UserID, &ch.Observer)
+		return ch, err
+	}, `SELECT user_id, observer FROM device_list_changes
 		WHERE stream_pos > $1 AND stream_pos <= $2 AND (observer = '' OR observer = $3) ORDER BY stream_pos`, since, upto, observer)
-	if err != nil {
-		return nil, fmt.Errorf("device list changes: %w", err)
-	}
-	defer rows.Close()
-	var out []DeviceListChange
-	for rows.Next() {
-		var ch DeviceListChange
-		if err := rows.Scan(&ch.UserID, &ch.Observer); err != nil {
-			return nil, fmt.Errorf("device list changes: %w", err)
-		}
-		out = append(out, ch)
-	}
-	return out, rows.Err()
 }
 
 // SharedRoomUsers returns which of candidates are joined to a room that
@@ -602,25 +592,13 @@ func (db *DB) SharedRoomUsers(ctx context.Context, userID id.UserID, candidates 
 	out := map[id.UserID]bool{}
 	for start := 0; start < len(candidates); start += keyQueryBatch {
 		in, args := inList(candidates[start:min(start+keyQueryBatch, len(candidates))], 1)
-		rows, err := db.Query(ctx, `SELECT DISTINCT other.state_key FROM current_state other
+		err := addToSet(ctx, db, out, "shared room users", `SELECT DISTINCT other.state_key FROM current_state other
 			JOIN current_state mine ON mine.room_id = other.room_id AND mine.type = 'm.room.member'
 				AND mine.state_key = $1 AND mine.membership = 'join'
 			WHERE other.type = 'm.room.member' AND other.membership = 'join' AND other.state_key IN (`+in+`)`,
 			append([]any{userID}, args...)...)
 		if err != nil {
-			return nil, fmt.Errorf("shared room users: %w", err)
-		}
-		for rows.Next() {
-			var u id.UserID
-			if err := rows.Scan(&u); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("shared room users: %w", err)
-			}
-			out[u] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("shared room users: %w", err)
+			return nil, err
 		}
 	}
 	return out, nil
@@ -630,23 +608,13 @@ func (db *DB) SharedRoomUsers(ctx context.Context, userID id.UserID, candidates 
 // upto] of other users in the rooms userID is joined to now, in stream
 // order.
 func (db *DB) RoommateMembershipChanges(ctx context.Context, userID id.UserID, since, upto int64) ([]Membership, error) {
-	rows, err := db.Query(ctx, `SELECT m.room_id, m.user_id, m.membership, m.stream_pos FROM memberships m
+	return queryList(ctx, db, "roommate membership changes", func(row dbutil.Scannable) (m Membership, err error) {
+		err = row.Scan(&m.RoomID, &m.UserID, &m.Membership, &m.StreamPos)
+		return m, err
+	}, `SELECT m.room_id, m.user_id, m.membership, m.stream_pos FROM memberships m
 		JOIN current_state mine ON mine.room_id = m.room_id AND mine.type = 'm.room.member'
 			AND mine.state_key = $3 AND mine.membership = 'join'
 		WHERE m.stream_pos > $1 AND m.stream_pos <= $2 AND m.user_id <> $3 ORDER BY m.stream_pos`, since, upto, userID)
-	if err != nil {
-		return nil, fmt.Errorf("roommate membership changes: %w", err)
-	}
-	defer rows.Close()
-	var out []Membership
-	for rows.Next() {
-		var m Membership
-		if err := rows.Scan(&m.RoomID, &m.UserID, &m.Membership, &m.StreamPos); err != nil {
-			return nil, fmt.Errorf("roommate membership changes: %w", err)
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
 }
 
 // SweepDeviceKeys deletes the device keys (and the signatures on them) of

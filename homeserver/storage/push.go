@@ -156,7 +156,7 @@ func (db *DB) scanUserPositions(ctx context.Context, out map[id.UserID]int64, qu
 
 // ErrPushRulesUnchanged may be returned by an UpdatePushRules callback to
 // write nothing.
-var ErrPushRulesUnchanged = errors.New("push rules unchanged")
+var ErrPushRulesUnchanged = fmt.Errorf("push rules %w", errUnchanged)
 
 // UpdatePushRules is a read-modify-write of a user's rules: update gets the
 // stored rows and returns the new set (positions as they should be stored)
@@ -167,14 +167,7 @@ var ErrPushRulesUnchanged = errors.New("push rules unchanged")
 // Any other error from update is returned as is, nothing written.
 func (db *DB) UpdatePushRules(ctx context.Context, userID id.UserID,
 	update func(rows []PushRule) ([]PushRule, json.RawMessage, error)) (int64, error) {
-	var pos int64
-	err := db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		var err error
-		// First, as UpdateAccountData does: the counter row lock orders
-		// this read after every earlier writer's commit.
-		if pos, err = db.AllocStreamPos(ctx, 1); err != nil {
-			return err
-		}
+	return db.writeAtNewPos(ctx, func(ctx context.Context, pos int64) error {
 		old, err := db.PushRules(ctx, userID)
 		if err != nil {
 			return err
@@ -217,12 +210,6 @@ func (db *DB) UpdatePushRules(ctx context.Context, userID id.UserID,
 		}
 		return nil
 	})
-	if errors.Is(err, ErrPushRulesUnchanged) {
-		return 0, nil
-	} else if err != nil {
-		return 0, err
-	}
-	return pos, nil
 }
 
 // Notification is one notification a user got.
@@ -296,23 +283,16 @@ func (db *DB) InsertNotifications(ctx context.Context, notes []Notification) err
 
 const notificationColumns = `user_id, stream_pos, room_id, event_id, thread_id, event_type, actions, highlight, ts`
 
+func scanNotification(row dbutil.Scannable) (Notification, error) {
+	var n Notification
+	var actions string
+	err := row.Scan(&n.UserID, &n.StreamPos, &n.RoomID, &n.EventID, &n.ThreadID, &n.EventType, &actions, &n.Highlight, &n.TS)
+	n.Actions = json.RawMessage(actions)
+	return n, err
+}
+
 func (db *DB) queryNotifications(ctx context.Context, query string, args ...any) ([]Notification, error) {
-	rows, err := db.Query(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("read notifications: %w", err)
-	}
-	defer rows.Close()
-	var out []Notification
-	for rows.Next() {
-		var n Notification
-		var actions string
-		if err := rows.Scan(&n.UserID, &n.StreamPos, &n.RoomID, &n.EventID, &n.ThreadID, &n.EventType, &actions, &n.Highlight, &n.TS); err != nil {
-			return nil, fmt.Errorf("read notifications: %w", err)
-		}
-		n.Actions = json.RawMessage(actions)
-		out = append(out, n)
-	}
-	return out, rows.Err()
+	return queryList(ctx, db, "read notifications", scanNotification, query, args...)
 }
 
 // Notifications returns up to limit of a user's notifications before
@@ -387,25 +367,18 @@ type Pusher struct {
 
 const pusherColumns = `user_id, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, device_id, pushkey_ts, last_pos`
 
+func scanPusher(row dbutil.Scannable) (*Pusher, error) {
+	var p Pusher
+	var tag, device sql.NullString
+	var data string
+	err := row.Scan(&p.UserID, &p.AppID, &p.PushKey, &p.Kind, &p.AppDisplayName, &p.DeviceDisplayName, &tag, &p.Lang,
+		&data, &device, &p.PushKeyTS, &p.LastPos)
+	p.ProfileTag, p.DeviceID, p.Data = tag.String, id.DeviceID(device.String), json.RawMessage(data)
+	return &p, err
+}
+
 func (db *DB) queryPushers(ctx context.Context, query string, args ...any) ([]*Pusher, error) {
-	rows, err := db.Query(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("read pushers: %w", err)
-	}
-	defer rows.Close()
-	var out []*Pusher
-	for rows.Next() {
-		var p Pusher
-		var tag, device sql.NullString
-		var data string
-		if err := rows.Scan(&p.UserID, &p.AppID, &p.PushKey, &p.Kind, &p.AppDisplayName, &p.DeviceDisplayName, &tag, &p.Lang,
-			&data, &device, &p.PushKeyTS, &p.LastPos); err != nil {
-			return nil, fmt.Errorf("read pushers: %w", err)
-		}
-		p.ProfileTag, p.DeviceID, p.Data = tag.String, id.DeviceID(device.String), json.RawMessage(data)
-		out = append(out, &p)
-	}
-	return out, rows.Err()
+	return queryList(ctx, db, "read pushers", scanPusher, query, args...)
 }
 
 // Pushers returns a user's pushers.
@@ -571,21 +544,11 @@ func (db *DB) CommitPushEvaluation(ctx context.Context, owner string, pos int64,
 // MembershipsAfter returns every membership change after stream position
 // after, in stream order.
 func (db *DB) MembershipsAfter(ctx context.Context, after int64) ([]Membership, error) {
-	rows, err := db.Query(ctx, `SELECT room_id, user_id, membership, stream_pos, sender FROM memberships
+	return queryList(ctx, db, "membership changes", func(row dbutil.Scannable) (m Membership, err error) {
+		err = row.Scan(&m.RoomID, &m.UserID, &m.Membership, &m.StreamPos, &m.Sender)
+		return m, err
+	}, `SELECT room_id, user_id, membership, stream_pos, sender FROM memberships
 		WHERE stream_pos > $1 ORDER BY stream_pos`, after)
-	if err != nil {
-		return nil, fmt.Errorf("membership changes: %w", err)
-	}
-	defer rows.Close()
-	var out []Membership
-	for rows.Next() {
-		var m Membership
-		if err := rows.Scan(&m.RoomID, &m.UserID, &m.Membership, &m.StreamPos, &m.Sender); err != nil {
-			return nil, fmt.Errorf("membership changes: %w", err)
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
 }
 
 // MembershipAt returns a user's membership in a room as of stream position
@@ -610,22 +573,10 @@ func (db *DB) PushableUsers(ctx context.Context, users []id.UserID) (map[id.User
 	for start := 0; start < len(users); start += inListBatch {
 		batch := users[start:min(start+inListBatch, len(users))]
 		in, args := inList(batch, 0)
-		rows, err := db.Query(ctx, `SELECT user_id FROM users WHERE user_id IN (`+in+`) AND NOT deactivated AND appservice_id IS NULL`, args...)
+		err := addToSet(ctx, db, out, "read pushable users",
+			`SELECT user_id FROM users WHERE user_id IN (`+in+`) AND NOT deactivated AND appservice_id IS NULL`, args...)
 		if err != nil {
-			return nil, fmt.Errorf("read pushable users: %w", err)
-		}
-		for rows.Next() {
-			var u id.UserID
-			if err := rows.Scan(&u); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("read pushable users: %w", err)
-			}
-			out[u] = true
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("read pushable users: %w", err)
+			return nil, err
 		}
 	}
 	return out, nil

@@ -97,14 +97,9 @@ func (db *DB) SetReceipt(ctx context.Context, roomID id.RoomID, receiptType even
 	} else if found && cur >= eventPos {
 		return 0, nil
 	}
-	var pos int64
-	err := db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		var err error
-		// The stream position first: it locks the counter row, so the
-		// check below sees every earlier writer's receipt.
-		if pos, err = db.AllocStreamPos(ctx, 1); err != nil {
-			return err
-		}
+	// The stream position first: it locks the counter row, so the check
+	// below sees every earlier writer's receipt.
+	return db.writeAtNewPos(ctx, func(ctx context.Context, pos int64) error {
 		cur, found, err := db.receiptEventPos(ctx, roomID, receiptType, userID, threadID)
 		if err != nil {
 			return err
@@ -122,12 +117,6 @@ func (db *DB) SetReceipt(ctx context.Context, roomID id.RoomID, receiptType even
 		}
 		return nil
 	})
-	if errors.Is(err, errUnchanged) {
-		return 0, nil
-	} else if err != nil {
-		return 0, err
-	}
-	return pos, nil
 }
 
 // receiptQueryBatch room IDs per query keep it under SQLite's
@@ -212,12 +201,7 @@ func (db *DB) SetFullyRead(ctx context.Context, userID id.UserID, roomID id.Room
 	if err != nil {
 		return 0, err
 	}
-	var pos int64
-	err = db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		var err error
-		if pos, err = db.AllocStreamPos(ctx, 1); err != nil {
-			return err
-		}
+	return db.writeAtNewPos(ctx, func(ctx context.Context, pos int64) error {
 		old, err := db.GetAccountData(ctx, userID, roomID, FullyReadType)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
@@ -240,10 +224,4 @@ func (db *DB) SetFullyRead(ctx context.Context, userID id.UserID, roomID id.Room
 		}
 		return nil
 	})
-	if errors.Is(err, errUnchanged) {
-		return 0, nil
-	} else if err != nil {
-		return 0, err
-	}
-	return pos, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/id"
 )
 
@@ -69,7 +70,7 @@ type ReportQuery struct {
 
 const reportColumns = `id, kind, reporter, room_id, event_id, user_id, reason, score, received_ts`
 
-func scanReport(row interface{ Scan(...any) error }) (*Report, error) {
+func scanReport(row dbutil.Scannable) (*Report, error) {
 	var r Report
 	var roomID, eventID, userID, reason sql.NullString
 	var score sql.NullInt64
@@ -104,21 +105,9 @@ func (db *DB) ListReports(ctx context.Context, q ReportQuery) ([]*Report, int, e
 		order = "ASC"
 	}
 	args = append(args, q.Limit, q.Offset)
-	rows, err := db.Query(ctx, fmt.Sprintf(`SELECT %s FROM content_reports WHERE %s ORDER BY id %s LIMIT $%d OFFSET $%d`,
+	out, err := queryList(ctx, db, "list reports", scanReport, fmt.Sprintf(`SELECT %s FROM content_reports WHERE %s ORDER BY id %s LIMIT $%d OFFSET $%d`,
 		reportColumns, where, order, len(args)-1, len(args)), args...)
-	if err != nil {
-		return nil, 0, fmt.Errorf("list reports: %w", err)
-	}
-	defer rows.Close()
-	var out []*Report
-	for rows.Next() {
-		r, err := scanReport(rows)
-		if err != nil {
-			return nil, 0, fmt.Errorf("scan report: %w", err)
-		}
-		out = append(out, r)
-	}
-	return out, total, rows.Err()
+	return out, total, err
 }
 
 // GetReport returns one report of the given kind, or ErrNotFound.

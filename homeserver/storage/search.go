@@ -576,25 +576,12 @@ func (db *DB) EventsAt(ctx context.Context, positions []int64) ([]*Event, error)
 // EncryptedRooms returns which of rooms have m.room.encryption in their
 // current state.
 func (db *DB) EncryptedRooms(ctx context.Context, rooms []id.RoomID) (map[id.RoomID]bool, error) {
-	out := map[id.RoomID]bool{}
 	if len(rooms) == 0 {
-		return out, nil
+		return map[id.RoomID]bool{}, nil
 	}
 	in, args := inList(rooms, 0)
-	rows, err := db.Query(ctx, `SELECT room_id FROM current_state
+	return querySet[id.RoomID](ctx, db, "encrypted rooms", `SELECT room_id FROM current_state
 		WHERE type = 'm.room.encryption' AND state_key = '' AND room_id IN (`+in+`)`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("encrypted rooms: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var r id.RoomID
-		if err := rows.Scan(&r); err != nil {
-			return nil, err
-		}
-		out[r] = true
-	}
-	return out, rows.Err()
 }
 
 // CurrentStateContent returns the content of a room's current state event

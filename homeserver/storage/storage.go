@@ -90,3 +90,33 @@ func (db *DB) Close() error {
 }
 
 func nowMS() int64 { return time.Now().UnixMilli() }
+
+// queryList runs a query and reads every row with scan (dbutil's row
+// iterator); what names the read in errors.
+func queryList[T any](ctx context.Context, db *DB, what string, scan dbutil.ConvertRowFn[T], query string, args ...any) ([]T, error) {
+	list, err := scan.NewRowIter(db.Query(ctx, query, args...)).AsList()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return list, nil
+}
+
+// querySet runs a query of one column and returns its values as a set;
+// what names the read in errors.
+func querySet[K comparable](ctx context.Context, db *DB, what, query string, args ...any) (map[K]bool, error) {
+	set := map[K]bool{}
+	if err := addToSet(ctx, db, set, what, query, args...); err != nil {
+		return nil, err
+	}
+	return set, nil
+}
+
+// addToSet runs a query of one column and adds its values to set; what
+// names the read in errors.
+func addToSet[K comparable](ctx context.Context, db *DB, set map[K]bool, what, query string, args ...any) error {
+	rows := dbutil.ConvertRowFn[K](dbutil.ScanSingleColumn[K]).NewRowIter(db.Query(ctx, query, args...))
+	if err := rows.Iter(func(v K) (bool, error) { set[v] = true; return true, nil }); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 
+	"go.mau.fi/util/dbutil"
 	"go.mau.fi/util/random"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -67,14 +68,7 @@ func (db *DB) SetAccountData(ctx context.Context, userID id.UserID, roomID id.Ro
 // when update reported no change (nothing is written then).
 func (db *DB) UpdateAccountData(ctx context.Context, userID id.UserID, roomID id.RoomID, eventType string,
 	update func(old json.RawMessage) (json.RawMessage, bool, error)) (int64, error) {
-	var pos int64
-	err := db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		// Taking the stream position first locks the counter row, which
-		// orders this transaction's read after every earlier writer's commit.
-		var err error
-		if pos, err = db.AllocStreamPos(ctx, 1); err != nil {
-			return err
-		}
+	return db.writeAtNewPos(ctx, func(ctx context.Context, pos int64) error {
 		old, err := db.GetAccountData(ctx, userID, roomID, eventType)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
@@ -93,12 +87,6 @@ func (db *DB) UpdateAccountData(ctx context.Context, userID id.UserID, roomID id
 		}
 		return nil
 	})
-	if errors.Is(err, errUnchanged) {
-		return 0, nil
-	} else if err != nil {
-		return 0, err
-	}
-	return pos, nil
 }
 
 // AccountDataSince returns the user's account data written in (since, upto]
@@ -443,7 +431,7 @@ func (p *Presence) Content(now int64) PresenceContent {
 
 const presenceColumns = `user_id, state, status_msg, last_active_ts, currently_active, stream_pos`
 
-func scanPresence(row interface{ Scan(...any) error }) (Presence, error) {
+func scanPresence(row dbutil.Scannable) (Presence, error) {
 	var p Presence
 	var msg sql.NullString
 	err := row.Scan(&p.UserID, &p.Presence, &msg, &p.LastActiveTS, &p.CurrentlyActive, &p.StreamPos)
@@ -457,17 +445,12 @@ func scanPresence(row interface{ Scan(...any) error }) (Presence, error) {
 // activity time becomes now, and currently_active follows the online
 // state. It returns the write's stream position.
 func (db *DB) SetPresence(ctx context.Context, userID id.UserID, state event.Presence, statusMsg *string) (int64, error) {
-	var pos int64
-	err := db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		var err error
-		if pos, err = db.AllocStreamPos(ctx, 1); err != nil {
-			return err
-		}
+	return db.writeAtNewPos(ctx, func(ctx context.Context, pos int64) error {
 		var msg sql.NullString
 		if statusMsg != nil {
 			msg = sql.NullString{String: *statusMsg, Valid: true}
 		}
-		_, err = db.Exec(ctx, `
+		_, err := db.Exec(ctx, `
 			INSERT INTO presence (user_id, state, status_msg, last_active_ts, currently_active, stream_pos)
 			VALUES ($1, $2, $3, $4, $5, $6)
 			ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,
@@ -479,10 +462,6 @@ func (db *DB) SetPresence(ctx context.Context, userID id.UserID, state event.Pre
 		}
 		return nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	return pos, nil
 }
 
 // GetPresence returns a user's presence, or ErrNotFound if never set.
