@@ -2,14 +2,16 @@
 // matrix-js-sdk with its Rust crypto (@matrix-org/matrix-sdk-crypto-wasm).
 // Alice and Bob each bootstrap cross-signing (device signing keys behind
 // user-interactive auth), Alice creates an encrypted room and invites Bob,
-// and each decrypts the other's messages; Alice's room keys then go to a
-// server-side key backup.
+// each decrypts the other's messages, they verify each other by comparing
+// emoji (SAS, in the room), and Alice's room keys go to a server-side key
+// backup.
 // Run through `go test ./homeserver/jstest/ -run TestE2EE`.
 
 import assert from "node:assert/strict";
 import { after, before, describe } from "node:test";
 
 import { EventType, MatrixEventEvent, MsgType, Preset, RoomEvent } from "matrix-js-sdk";
+import { CryptoEvent, VerificationPhase, VerifierEvent } from "matrix-js-sdk/lib/crypto-api/index.js";
 
 import { login, startSyncing, stepper, testUser, untilSynced } from "./helpers.mjs";
 
@@ -165,6 +167,41 @@ describe("end-to-end encryption with Rust crypto", () => {
     const event = await got;
     assert.equal(event.isEncrypted(), true);
     assert.equal(event.getContent().body, "and only Alice this");
+  });
+
+  step("Alice and Bob verify each other (SAS emoji, in the room)", async () => {
+    // Bob accepts the request when it arrives; both confirm the emoji.
+    const bobVerifies = new Promise((resolve, reject) => {
+      b.once(CryptoEvent.VerificationRequestReceived, async (request) => {
+        try {
+          await request.accept();
+          await eventually(() => request.verifier, "Alice to start SAS");
+          request.verifier.on(VerifierEvent.ShowSas, (sas) => sas.confirm());
+          await request.verifier.verify();
+          resolve();
+        } catch (err) {
+          reject(err);
+        }
+      });
+    });
+    const request = await a.getCrypto().requestVerificationDM(bob.userId, roomId);
+    await eventually(() => request.phase === VerificationPhase.Ready, "Bob to accept the verification");
+    const verifier = await request.startVerification("m.sas.v1");
+    let emoji;
+    verifier.on(VerifierEvent.ShowSas, (sas) => {
+      emoji = sas.sas.emoji;
+      sas.confirm();
+    });
+    await Promise.all([verifier.verify(), bobVerifies]);
+    assert.equal(emoji?.length, 7, "seven emoji were compared");
+    await eventually(
+      async () => (await a.getCrypto().getUserVerificationStatus(bob.userId)).isCrossSigningVerified(),
+      "Bob to be verified by Alice (her user-signing key on his master key)",
+    );
+    await eventually(
+      async () => (await b.getCrypto().getUserVerificationStatus(alice.userId)).isCrossSigningVerified(),
+      "Alice to be verified by Bob",
+    );
   });
 
   step("Alice backs her room keys up on the server", async () => {
