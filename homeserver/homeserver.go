@@ -95,7 +95,13 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Homeserv
 	hs.Pusher = appservice.NewPusher(db, hs.Rooms, nil, n, cfg.ServerName,
 		log.With().Str("component", "appservice_pusher").Logger(), nil)
 	hs.Pusher.Typing = hs.Typing
-	hs.Push = push.NewService(db, hs.Rooms, n, cfg.ServerName, log.With().Str("component", "push").Logger(), nil)
+	pushClient, err := push.NewGatewayClient(cfg.Push.AllowedNetworks)
+	if err != nil {
+		hs.Notifier.Close()
+		db.Close()
+		return nil, err
+	}
+	hs.Push = push.NewService(db, hs.Rooms, n, cfg.ServerName, log.With().Str("component", "push").Logger(), pushClient)
 	if err := hs.ReloadAppservices(ctx); err != nil {
 		hs.Notifier.Close()
 		db.Close()

@@ -10,14 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"go.mau.fi/util/random"
@@ -26,6 +23,7 @@ import (
 
 	"github.com/switchboard-im/switchboard/framework/bot"
 	"github.com/switchboard-im/switchboard/framework/format"
+	"github.com/switchboard-im/switchboard/internal/netguard"
 )
 
 // Outgoing webhooks POST a room's new messages to a URL:
@@ -75,43 +73,27 @@ type outgoing struct {
 	byRoom map[id.RoomID][]*OutgoingHook // cache; nil slice: none
 }
 
+// allowPrivateTargetsKey is the setting that lets outgoing hooks reach
+// non-public addresses.
+const allowPrivateTargetsKey = "outgoing.allow_private_targets"
+
 func newOutgoing(s *Service) *outgoing {
-	dialer := &net.Dialer{Timeout: 10 * time.Second}
-	if !s.Config.Outgoing.AllowPrivateTargets {
-		dialer.Control = refusePrivate
+	// Receivers are reached through a netguard client: loopback, private,
+	// link-local and other non-public addresses are refused, on the
+	// address actually dialled, unless outgoing.allow_private_targets
+	// allows every address. No redirect is followed: a receiver answers
+	// itself, and a redirect would let it point the bridge anywhere.
+	var allowed []string
+	if s.Config.Outgoing.AllowPrivateTargets {
+		allowed = []string{"0.0.0.0/0", "::/0"}
 	}
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.DialContext = dialer.DialContext
-	transport.Proxy = nil // the check is on the address dialled
+	guard, _ := netguard.New(allowPrivateTargetsKey, allowed) // no error: fixed, valid networks
 	return &outgoing{
 		s:      s,
-		client: &http.Client{Timeout: s.Config.Outgoing.Timeout, Transport: transport, CheckRedirect: noRedirects},
+		client: guard.Client(netguard.ClientOptions{Timeout: s.Config.Outgoing.Timeout}),
 		wake:   make(chan struct{}, 1),
 		byRoom: map[id.RoomID][]*OutgoingHook{},
 	}
-}
-
-// noRedirects: a receiver answers itself; following a redirect would let
-// it point the bridge anywhere.
-func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-
-// refusePrivate refuses connections to loopback, private, link-local and
-// unspecified addresses, checked on the address actually dialled (so DNS
-// cannot rebind around it).
-func refusePrivate(_, address string, _ syscall.RawConn) error {
-	host, _, err := net.SplitHostPort(address)
-	if err != nil {
-		return err
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return err
-	}
-	ip = ip.Unmap()
-	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || ip.IsMulticast() {
-		return fmt.Errorf("outgoing webhooks may not reach %s (outgoing.allow_private_targets is off)", ip)
-	}
-	return nil
 }
 
 const outgoingColumns = `outgoing_id, room_id, url, signing_secret, msgtypes, prefix, created_by`

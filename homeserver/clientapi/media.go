@@ -14,6 +14,7 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/homeserver/media"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
+	"github.com/switchboard-im/switchboard/internal/netguard"
 )
 
 // Content repository error codes mautrix has no constant for.
@@ -300,7 +301,7 @@ func (a *API) getPreviewURL(c *gin.Context, _ *storage.Session) {
 		}
 	}
 	preview, err := a.media.PreviewURL(c.Request.Context(), rawURL)
-	var blocked *media.BlockedAddressError
+	var blocked *netguard.BlockedError
 	switch {
 	case errors.As(err, &blocked):
 		zerolog.Ctx(c.Request.Context()).Info().Str("address", blocked.Addr.String()).

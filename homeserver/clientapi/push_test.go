@@ -2,7 +2,9 @@ package clientapi_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -18,6 +20,7 @@ import (
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/pushrules"
 
+	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/homeserver/hstest"
 	"github.com/switchboard-im/switchboard/homeserver/push"
 	"github.com/switchboard-im/switchboard/internal/testdb"
@@ -445,9 +448,12 @@ func httpPusher(url, pushKey string, data map[string]any) *mautrix.Pusher {
 		DeviceDisplayName: "Bob's phone", Language: "en", ProfileTag: "tag", Data: d}
 }
 
+// allowLoopbackPush lets pushers reach the test gateways on loopback.
+func allowLoopbackPush(c *config.Config) { c.Push.AllowedNetworks = []string{"127.0.0.0/8"} }
+
 func TestPushers(t *testing.T) {
 	testdb.ForEach(t, func(t *testing.T, uri string) {
-		srv := hstest.Start(t, uri, nil)
+		srv := hstest.Start(t, uri, allowLoopbackPush)
 		srv.HS.Push.SetRetryPolicy(20*time.Millisecond, 100*time.Millisecond, time.Minute)
 		gw := newGateway(t)
 		alice, bob, carol := srv.NewUser("alice"), srv.NewUser("bob"), srv.NewUser("carol")
@@ -637,6 +643,128 @@ func TestPushers(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestPushConfig: push.allowed_networks takes CIDRs and addresses, names
+// itself when an entry is neither, and survives the generated file.
+func TestPushConfig(t *testing.T) {
+	for yaml, key := range map[string]string{
+		"push: {allowed_networks: [intranet]}":           "push.allowed_networks[0]",
+		"push: {allowed_networks: [10.0.0.0/8, 10.0.0]}": "push.allowed_networks[1]",
+		"push: {allowed_networks: 10.0.0.0/8}":           "allowed_networks",
+		"push: {gateways: []}":                           `unknown key "gateways"`,
+	} {
+		if _, err := config.Parse([]byte(yaml)); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: want an error naming %s, got %v", yaml, key, err)
+		}
+	}
+	cfg, err := config.Parse(nil)
+	if err != nil || len(cfg.Push.AllowedNetworks) != 0 {
+		t.Fatalf("defaults: %+v, %v", cfg.Push, err)
+	}
+	cfg.Push.AllowedNetworks = []string{"10.0.0.7/32", "fd00::1"}
+	data, err := cfg.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := config.Parse(data)
+	if err != nil || !slices.Equal(back.Push.AllowedNetworks, cfg.Push.AllowedNetworks) {
+		t.Fatalf("push section after the round trip: %+v, %v\n%s", back.Push, err, data)
+	}
+}
+
+// TestPushersRefuseInternalGateways: without push.allowed_networks, a
+// pusher may not reach the server's own network. A URL with a non-public
+// IP address is refused when it is set, naming the key that would allow
+// it; one with a host name that resolves to loopback is accepted, but
+// nothing reaches the gateway; a public address is accepted.
+func TestPushersRefuseInternalGateways(t *testing.T) {
+	testdb.ForEach(t, func(t *testing.T, uri string) {
+		srv := hstest.Start(t, uri, nil)
+		gw := newGateway(t)
+		port := gw.srv.Listener.Addr().(*net.TCPAddr).Port
+		alice, bob := srv.NewUser("alice"), srv.NewUser("bob")
+		roomID := ephRoom(t, alice, bob)
+
+		for _, host := range []string{"127.0.0.1", "[::1]", "[::ffff:127.0.0.1]", "10.0.0.7", "169.254.169.254", "100.64.0.1", "[fe80::1%25eth0]"} {
+			u := fmt.Sprintf("http://%s:%d%s", host, port, push.NotifyPath)
+			err := bob.SetPusher(ctx, httpPusher(u, "k-"+host, nil))
+			ephErrCode(t, err, "M_INVALID_PARAM", http.StatusBadRequest)
+			if err == nil || !strings.Contains(err.Error(), "push.allowed_networks") {
+				t.Errorf("%s: %v, want an error naming push.allowed_networks", u, err)
+			}
+		}
+		if ps, err := bob.GetPushers(ctx); err != nil || len(ps.Pushers) != 0 {
+			t.Fatalf("pushers after refusals: %+v, %v", ps, err)
+		}
+		// A public address is accepted (and deleted before anything is
+		// sent to it).
+		public := "https://93.184.215.14" + push.NotifyPath
+		if err := bob.SetPusher(ctx, httpPusher(public, "public", nil)); err != nil {
+			t.Fatalf("public gateway: %v", err)
+		}
+		del := httpPusher(public, "public", nil)
+		del.Kind = nil
+		if err := bob.SetPusher(ctx, del); err != nil {
+			t.Fatal(err)
+		}
+
+		// localhost passes at set time; its delivery is refused on the
+		// address dialled, for good: no request reaches the gateway, one
+		// warning per notification, no retries, and the pusher stays. A
+		// worker of our own (with the default, guarded client) shows its
+		// log.
+		srv.HS.Push.Stop()
+		lines := logLines(make(chan string, 1000))
+		w := push.NewService(srv.HS.DB, srv.HS.Rooms, srv.HS.Notifier, srv.Config.ServerName, zerolog.New(lines).Level(zerolog.WarnLevel), nil)
+		w.SetRetryPolicy(20*time.Millisecond, 100*time.Millisecond, time.Minute)
+		if err := w.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(w.Stop)
+		local := fmt.Sprintf("http://localhost:%d%s", port, push.NotifyPath)
+		if err := bob.SetPusher(ctx, httpPusher(local, "local", nil)); err != nil {
+			t.Fatalf("pusher on localhost: %v", err)
+		}
+		// refused waits for one warning naming the key, then makes sure no
+		// other follows (a retry would log again).
+		refused := func() {
+			t.Helper()
+			deadline := time.After(10 * time.Second)
+			for found := false; !found; {
+				select {
+				case line := <-lines:
+					found = strings.Contains(line, "push.allowed_networks")
+				case <-deadline:
+					t.Fatal("no warning that the gateway's address was refused")
+				}
+			}
+			gw.quiet(t, 500*time.Millisecond)
+			for len(lines) > 0 {
+				if line := <-lines; strings.Contains(line, "push.allowed_networks") {
+					t.Fatalf("refused again: %s", line)
+				}
+			}
+		}
+		ephSend(t, alice, roomID, ephText("to loopback"))
+		refused()
+		if ps, err := bob.GetPushers(ctx); err != nil || len(ps.Pushers) != 1 {
+			t.Fatalf("pushers after a refused delivery: %+v, %v", ps, err)
+		}
+		ephSend(t, alice, roomID, ephText("again"))
+		refused()
+	})
+}
+
+// logLines receives a zerolog logger's lines (one Write each).
+type logLines chan string
+
+func (l logLines) Write(p []byte) (int, error) {
+	select {
+	case l <- string(p):
+	default: // full: the test has what it needs
+	}
+	return len(p), nil
 }
 
 // TestPushMembershipAtEvent checks that the worker takes membership at the

@@ -125,7 +125,7 @@ func (a *API) postPushersSet(c *gin.Context, sess *storage.Session) {
 		fail(c, mautrix.MInvalidParam.WithMessage("profile_tag is limited to %d bytes", maxPusherField))
 		return
 	}
-	data, ok := pusherData(c, raw["data"])
+	data, ok := a.pusherData(c, raw["data"])
 	if !ok {
 		return
 	}
@@ -148,7 +148,9 @@ func (a *API) postPushersSet(c *gin.Context, sess *storage.Session) {
 // or HTTPS URL with the path /_matrix/push/v1/notify, and whose format, if
 // given, is event_id_only. (The spec asks clients for HTTPS; plain HTTP is
 // accepted for gateways on the same host or network, as Synapse does.)
-func pusherData(c *gin.Context, raw json.RawMessage) (json.RawMessage, bool) {
+// A host that is a non-public IP address not in push.allowed_networks is
+// refused here; a host name is checked when notifications are sent.
+func (a *API) pusherData(c *gin.Context, raw json.RawMessage) (json.RawMessage, bool) {
 	var data map[string]json.RawMessage
 	if json.Unmarshal(raw, &data) != nil || data == nil {
 		fail(c, mautrix.MBadJSON.WithMessage("data must be an object"))
@@ -169,6 +171,15 @@ func pusherData(c *gin.Context, raw json.RawMessage) (json.RawMessage, bool) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != push.NotifyPath || u.User != nil {
 		fail(c, mautrix.MInvalidParam.WithMessage("data.url must be an HTTPS URL with the path %s", push.NotifyPath))
+		return nil, false
+	}
+	guard, err := push.Guard(a.cfg.Push.AllowedNetworks)
+	if err != nil {
+		a.internalError(c, err)
+		return nil, false
+	}
+	if err := guard.CheckHost(u.Hostname()); err != nil {
+		fail(c, mautrix.MInvalidParam.WithMessage("data.url cannot be used: %v", err))
 		return nil, false
 	}
 	if f, present := data["format"]; present {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/switchboard-im/switchboard/internal/dbopen"
+	"github.com/switchboard-im/switchboard/internal/netguard"
 	"gopkg.in/yaml.v3"
 )
 
@@ -51,6 +52,7 @@ type Config struct {
 	RateLimits   RateLimitsConfig   `yaml:"rate_limits"`
 	HTTP         HTTPConfig         `yaml:"http"`
 	Media        MediaConfig        `yaml:"media"`
+	Push         PushConfig         `yaml:"push"`
 	WellKnown    WellKnownConfig    `yaml:"well_known"`
 	Metrics      MetricsConfig      `yaml:"metrics"`
 	Logging      LoggingConfig      `yaml:"logging"`
@@ -161,6 +163,14 @@ type URLPreviewConfig struct {
 	Timeout Duration `yaml:"timeout"`
 	// CacheDuration is how long a preview is served from the cache.
 	CacheDuration Duration `yaml:"cache_duration"`
+}
+
+// PushConfig is the push section: delivery to push gateways (package push).
+type PushConfig struct {
+	// AllowedNetworks are CIDRs (or single addresses) pushers may reach
+	// although they are private, loopback, link-local or otherwise not
+	// public; everything else not public is refused.
+	AllowedNetworks []string `yaml:"allowed_networks"`
 }
 
 // DefaultThumbnailSizes are the sizes the spec recommends (and Element asks for).
@@ -489,6 +499,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Media.validate(); err != nil {
 		return err
+	}
+	for i, n := range c.Push.AllowedNetworks {
+		if _, err := netguard.ParseNetwork(n); err != nil {
+			return keyErr(fmt.Sprintf("push.allowed_networks[%d]", i), "%v", err)
+		}
 	}
 	if c.WellKnown.ClientBaseURL != "" {
 		if u, err := url.Parse(c.WellKnown.ClientBaseURL); err != nil || u.Host == "" {

@@ -149,6 +149,14 @@ media:
     # again.
     cache_duration: {{q .Media.URLPreview.CacheDuration.D.String}}
 
+push:
+  # Pushers (POST /_matrix/client/v3/pushers/set) name a push gateway URL
+  # that the server POSTs notifications to. It never connects to loopback,
+  # private, link-local, CGNAT, multicast or other non-public addresses
+  # (checked on the address it dials, after DNS and redirects) except those
+  # listed here (CIDRs), e.g. ["10.0.0.7/32"] for a Sygnal on the intranet.
+  allowed_networks: [{{range $i, $n := .Push.AllowedNetworks}}{{if $i}}, {{end}}{{q $n}}{{end}}]
+
 well_known:
   # base_url served in /.well-known/matrix/client; empty uses public_url.
   client_base_url: {{q .WellKnown.ClientBaseURL}}

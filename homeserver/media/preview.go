@@ -20,19 +20,31 @@ import (
 
 	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
+	"github.com/switchboard-im/switchboard/internal/netguard"
 )
 
 // URL previews (GET /_matrix/client/v1/media/preview_url): the page's
 // OpenGraph properties, with its og:image downloaded into the content
 // repository and replaced by an mxc:// URI. Pages are fetched through the
-// SSRF guard (ssrf.go) and cached per URL for media.url_preview.cache_duration.
+// SSRF guard (package netguard) and cached per URL for
+// media.url_preview.cache_duration.
+
+// The previewer fetches URLs that users choose, from inside the
+// homeserver's network: without a guard, a preview of http://10.0.0.5/admin
+// or http://169.254.169.254/ (cloud metadata) would read internal services
+// and show them to the user. Package netguard checks the address actually
+// dialled, redirects included, against allowedNetworksKey.
+const (
+	allowedNetworksKey = "media.url_preview.allowed_networks"
+	maxRedirects       = 5 // redirects a preview fetch follows
+)
 
 // URL preview errors the client API maps onto spec error codes.
 var (
 	ErrPreviewDisabled = errors.New("url previews are disabled")
 	ErrBadPreviewURL   = errors.New("invalid url to preview")
 	// ErrPreviewFetch wraps a failure to fetch the URL (connection, HTTP
-	// status, timeout). A refused address is a *BlockedAddressError.
+	// status, timeout). A refused address is a *netguard.BlockedError.
 	ErrPreviewFetch = errors.New("could not fetch url")
 	// ErrPreviewTooLarge is an image URL larger than media.max_upload_size.
 	ErrPreviewTooLarge = errors.New("url content too large")
@@ -57,13 +69,13 @@ type previewer struct {
 }
 
 func newPreviewer(r *Repo, cfg config.URLPreviewConfig) (*previewer, error) {
-	guard, err := newAddrGuard(cfg.AllowedNetworks)
+	guard, err := netguard.New(allowedNetworksKey, cfg.AllowedNetworks)
 	if err != nil {
 		return nil, err
 	}
 	return &previewer{
 		repo:     r,
-		client:   newGuardedClient(guard, cfg.Timeout.D()),
+		client:   guard.Client(netguard.ClientOptions{Timeout: cfg.Timeout.D(), MaxRedirects: maxRedirects}),
 		maxPage:  cfg.MaxPageSize,
 		cacheFor: cfg.CacheDuration.D(),
 	}, nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,10 +19,43 @@ import (
 	"maunium.net/go/mautrix/pushrules/pushgateway"
 
 	"github.com/switchboard-im/switchboard/homeserver/storage"
+	"github.com/switchboard-im/switchboard/internal/netguard"
 )
 
 // RequestTimeout bounds one POST to a push gateway.
 const RequestTimeout = 30 * time.Second
+
+// AllowedNetworksKey is the setting that lets pushers reach non-public
+// addresses (config push.allowed_networks).
+const AllowedNetworksKey = "push.allowed_networks"
+
+// maxGatewayRedirects bounds the redirects a POST to a gateway follows.
+const maxGatewayRedirects = 5
+
+// Pusher URLs are chosen by users, so gateways are reached only through a
+// netguard client: loopback, private and other non-public addresses are
+// refused unless push.allowed_networks lists them. POST /pushers/set
+// refuses a URL whose host is such an address literal (Guard); a host
+// name is checked on the addresses it resolves to when a notification is
+// sent, and a refused address fails that notification for good (logged at
+// warn, not retried): the pusher stays, and each later notification is
+// tried once.
+
+// Guard returns the guard of pusher URLs: public addresses, and those in
+// allowed (push.allowed_networks).
+func Guard(allowed []string) (*netguard.Guard, error) {
+	return netguard.New(AllowedNetworksKey, allowed)
+}
+
+// NewGatewayClient returns the HTTP client that delivers to push gateways:
+// it connects only where Guard(allowed) allows.
+func NewGatewayClient(allowed []string) (*http.Client, error) {
+	g, err := Guard(allowed)
+	if err != nil {
+		return nil, err
+	}
+	return g.Client(netguard.ClientOptions{Timeout: RequestTimeout, MaxRedirects: maxGatewayRedirects}), nil
+}
 
 // NotifyPath is the path every HTTP pusher URL must have (spec: PusherData).
 const NotifyPath = "/_matrix/push/v1/notify"
@@ -113,6 +147,10 @@ func (s *Service) post(ctx context.Context, url string, req *pushgateway.ReqPush
 	hreq.Header.Set("User-Agent", "Switchboard push")
 	resp, err := s.client.Do(hreq)
 	if err != nil {
+		var blocked *netguard.BlockedError
+		if errors.As(err, &blocked) {
+			return outcomeFailed, err // the address stays refused: no retry
+		}
 		return outcomeRetry, err
 	}
 	defer resp.Body.Close()

@@ -97,11 +97,12 @@ type Service struct {
 	failCount    int
 }
 
-// NewService returns the push worker. client may be nil (a client with
-// RequestTimeout is used).
+// NewService returns the push worker. client delivers to the gateways
+// (NewGatewayClient); nil is NewGatewayClient(nil), which reaches public
+// addresses only.
 func NewService(db *storage.DB, rooms RoomState, n *notifier.Notifier, serverName string, log zerolog.Logger, client *http.Client) *Service {
 	if client == nil {
-		client = &http.Client{Timeout: RequestTimeout}
+		client, _ = NewGatewayClient(nil) // nothing to parse: no error
 	}
 	return &Service{
 		db: db, rooms: rooms, n: n, serverName: serverName, log: log, client: client,
