@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -653,6 +654,63 @@ func TestCrossSigning(t *testing.T) {
 		}
 		err = carol.UploadCrossSigningKeys(ctx, carolKeys.upload(t, carol.UserID), nil)
 		mustErr(t, err, mautrix.MForbidden, http.StatusForbidden)
+	})
+}
+
+// TestCrossSigningFirstUploadRace: the first upload needs no auth, so
+// when several first uploads of different keys race, one wins without
+// auth and every other is asked for auth (and has stored nothing): a
+// stolen access token cannot slip its keys in beside the owner's.
+func TestCrossSigningFirstUploadRace(t *testing.T) {
+	testdb.ForEach(t, func(t *testing.T, uri string) {
+		srv := hstest.Start(t, uri, nil)
+		cli := srv.NewUser("alice")
+		const racers = 8
+		sets := make([]*crossSigningKeys, racers)
+		reqs := make([]*mautrix.UploadCrossSigningKeysReq[any], racers)
+		for i := range sets {
+			sets[i] = newCrossSigningKeys(t)
+			reqs[i] = sets[i].upload(t, cli.UserID)
+		}
+		var asked atomic.Int32
+		errs := make([]error, racers)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range reqs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				errs[i] = cli.UploadCrossSigningKeys(ctx, reqs[i], func(*mautrix.RespUserInteractive) any {
+					asked.Add(1)
+					return nil // no password: the upload fails with the 401
+				})
+			}()
+		}
+		close(start)
+		wg.Wait()
+		winner := -1
+		for i, err := range errs {
+			switch {
+			case err == nil && winner >= 0:
+				t.Fatalf("uploads %d and %d both stored keys without auth", winner, i)
+			case err == nil:
+				winner = i
+			default:
+				var httpErr mautrix.HTTPError
+				if !errors.As(err, &httpErr) || httpErr.Response.StatusCode != http.StatusUnauthorized {
+					t.Fatalf("upload %d: %v, want the 401 asking for auth", i, err)
+				}
+			}
+		}
+		if winner < 0 || int(asked.Load()) != racers-1 {
+			t.Fatalf("winner %d, auth asked %d times; want one winner and %d asked", winner, asked.Load(), racers-1)
+		}
+		q := queryKeys(t, cli, cli.UserID)
+		master, selfSigning := q.MasterKeys[cli.UserID], q.SelfSigningKeys[cli.UserID]
+		if master.FirstKey() != id.Ed25519(sets[winner].master.pub) || selfSigning.FirstKey() != id.Ed25519(sets[winner].selfSigning.pub) {
+			t.Fatalf("stored keys are not the winner's: %+v %+v", q.MasterKeys, q.SelfSigningKeys)
+		}
 	})
 }
 

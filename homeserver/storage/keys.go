@@ -65,6 +65,11 @@ func (e *KeyConflictError) Error() string { return e.Reason }
 // between the caller's check and the write.
 var ErrCrossSigningChanged = errors.New("cross-signing keys changed concurrently")
 
+// advisoryLockCrossSigning is the first key of the PostgreSQL advisory
+// locks that serialise one user's cross-signing uploads (the second is a
+// hash of the user ID).
+const advisoryLockCrossSigning = 0x5853 // "XS"
+
 // keyInsertBatch rows per multi-row INSERT keep statements well under
 // SQLite's bound-parameter limit.
 const keyInsertBatch = 100
@@ -423,7 +428,16 @@ func (db *DB) SetCrossSigningKeys(ctx context.Context, userID id.UserID, keys []
 	var pos int64
 	err := db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		pos = 0
-		rows, err := db.Query(ctx, db.e2eForUpdate(`SELECT key_type, key_json, public_key FROM e2e_cross_signing_keys WHERE user_id = $1`), userID)
+		if db.Dialect == dbutil.Postgres {
+			// FOR UPDATE locks no row when the user has no keys yet, so two
+			// first uploads would both see "no master key" (and both skip
+			// user-interactive auth): serialise the user's uploads on an
+			// advisory lock instead. SQLite serialises all writers anyway.
+			if _, err := db.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, advisoryLockCrossSigning, userID); err != nil {
+				return fmt.Errorf("lock cross-signing keys: %w", err)
+			}
+		}
+		rows, err := db.Query(ctx, `SELECT key_type, key_json, public_key FROM e2e_cross_signing_keys WHERE user_id = $1`, userID)
 		if err != nil {
 			return fmt.Errorf("read cross-signing keys: %w", err)
 		}
@@ -475,15 +489,6 @@ func (db *DB) SetCrossSigningKeys(ctx context.Context, userID id.UserID, keys []
 		return 0, err
 	}
 	return pos, nil
-}
-
-// e2eForUpdate adds FOR UPDATE on PostgreSQL: the rows stay locked until
-// the transaction ends. SQLite serialises writers anyway.
-func (db *DB) e2eForUpdate(query string) string {
-	if db.Dialect == dbutil.Postgres {
-		return query + ` FOR UPDATE`
-	}
-	return query
 }
 
 // KeySignature is one signature added to a device or cross-signing key.
