@@ -378,12 +378,12 @@ func TestMediaConfigValidation(t *testing.T) {
 		"media: {thumbnail_sizes: [{width: 32, height: 32, method: fill}]}": "media.thumbnail_sizes[0].method",
 		"media: {thumbnail_sizes: [{width: 32, height: 32, method: crop}, {width: 32, height: 32, method: crop}]}": "media.thumbnail_sizes[1]",
 		"media: {thumbnail_sizes: [{width: 32, height: 32, colour: red}]}":                                         `unknown key "colour"`,
-		"media: {max_thumbnail_pixels: 0}":                                                                         "media.max_thumbnail_pixels",
-		"media: {url_preview: {allowed_networks: [intranet]}}":                                                     "media.url_preview.allowed_networks[0]",
-		"media: {url_preview: {max_page_size: 10}}":                                                                "media.url_preview.max_page_size",
-		"media: {url_preview: {timeout: 0s}}":                                                                      "media.url_preview.timeout",
-		"media: {url_preview: {cache_duration: -1s}}":                                                              "media.url_preview.cache_duration",
-		"media: {url_preview: {enabled: sometimes}}":                                                               "media.url_preview.enabled",
+		"media: {max_thumbnail_pixels: 0}":                     "media.max_thumbnail_pixels",
+		"media: {url_preview: {allowed_networks: [intranet]}}": "media.url_preview.allowed_networks[0]",
+		"media: {url_preview: {max_page_size: 10}}":            "media.url_preview.max_page_size",
+		"media: {url_preview: {timeout: 0s}}":                  "media.url_preview.timeout",
+		"media: {url_preview: {cache_duration: -1s}}":          "media.url_preview.cache_duration",
+		"media: {url_preview: {enabled: sometimes}}":           "media.url_preview.enabled",
 	} {
 		if _, err := config.Parse([]byte(yaml)); err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("%s: want an error naming %s, got %v", yaml, key, err)
@@ -854,6 +854,40 @@ func TestMediaURLPreview(t *testing.T) {
 		mustErr(t, err, mautrix.MInvalidParam, http.StatusBadRequest)
 		_, _, err = getMedia(t, alice, mautrix.ClientURLPath{"v1", "media", "preview_url"}, nil)
 		mustErr(t, err, mautrix.RespError{ErrCode: "M_MISSING_PARAM"}, http.StatusBadRequest)
+	})
+
+	t.Run("fetches rate-limited per user", func(t *testing.T) {
+		srv := hstest.Start(t, testdb.SQLiteURI(t), func(c *config.Config) {
+			c.Media.URLPreview.Enabled = true
+			c.Media.URLPreview.AllowedNetworks = []string{"127.0.0.0/8"}
+		})
+		alice, bob := srv.NewUser("alice"), srv.NewUser("bob")
+		page := func(n int) string { return fmt.Sprintf("%s/post?n=%d", site.URL, n) }
+		// A burst of distinct pages is fetched; the next is refused with
+		// the time to wait, and nothing is fetched for it.
+		n := 0
+		for ; ; n++ {
+			_, err := alice.GetURLPreview(ctx, page(n))
+			if err == nil {
+				continue
+			}
+			mustErr(t, err, mautrix.MLimitExceeded, http.StatusTooManyRequests)
+			var httpErr mautrix.HTTPError
+			if !errors.As(err, &httpErr) || httpErr.RespError.ExtraData["retry_after_ms"] == nil {
+				t.Fatalf("429 without retry_after_ms: %v", err)
+			}
+			break
+		}
+		if n < 10 || n > 30 {
+			t.Fatalf("%d previews fetched before the limit, want the burst (~20)", n)
+		}
+		// Cached previews still answer, and other users are not limited.
+		if p, err := alice.GetURLPreview(ctx, page(0)); err != nil || p.Title != "Switchboard 1.0 released" {
+			t.Fatalf("cached preview after the limit: %+v, %v", p, err)
+		}
+		if _, err := bob.GetURLPreview(ctx, page(n)); err != nil {
+			t.Fatalf("bob's preview while alice is limited: %v", err)
+		}
 	})
 
 	t.Run("allowed", func(t *testing.T) {

@@ -85,8 +85,10 @@ func newPreviewer(r *Repo, cfg config.URLPreviewConfig) (*previewer, error) {
 func (r *Repo) PreviewsEnabled() bool { return r.preview != nil }
 
 // PreviewURL returns the preview JSON of rawURL, from the cache if it is
-// there.
-func (r *Repo) PreviewURL(ctx context.Context, rawURL string) (json.RawMessage, error) {
+// there. Otherwise beforeFetch, when not nil, is asked first and may
+// refuse the fetch with an error that PreviewURL returns (a rate limit:
+// cached previews are cheap, fetching pages is not).
+func (r *Repo) PreviewURL(ctx context.Context, rawURL string, beforeFetch func() error) (json.RawMessage, error) {
 	p := r.preview
 	if p == nil {
 		return nil, ErrPreviewDisabled
@@ -100,6 +102,11 @@ func (r *Repo) PreviewURL(ctx context.Context, rawURL string) (json.RawMessage, 
 		return cached, nil
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return nil, err
+	}
+	if beforeFetch != nil {
+		if err := beforeFetch(); err != nil {
+			return nil, err
+		}
 	}
 	genCtx := context.WithoutCancel(ctx)
 	return p.flight.Do(ctx, key, func() ([]byte, error) {

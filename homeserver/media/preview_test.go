@@ -60,7 +60,7 @@ func TestPreviewRefusesInternalAddresses(t *testing.T) {
 		"http://0.0.0.0:" + fmt.Sprint(port) + "/",
 		redirector.URL + "/go",
 	} {
-		_, err := r.PreviewURL(ctx, u)
+		_, err := r.PreviewURL(ctx, u, nil)
 		var blocked *netguard.BlockedError
 		if !errors.As(err, &blocked) {
 			t.Errorf("%s: %v, want a refused address", u, err)
@@ -70,7 +70,7 @@ func TestPreviewRefusesInternalAddresses(t *testing.T) {
 		t.Fatalf("the internal server was reached %d times", n)
 	}
 	for _, u := range []string{"ftp://example.org/", "/relative", "http://", strings.Repeat("x", 3000), "javascript:alert(1)"} {
-		if _, err := r.PreviewURL(ctx, u); !errors.Is(err, ErrBadPreviewURL) {
+		if _, err := r.PreviewURL(ctx, u, nil); !errors.Is(err, ErrBadPreviewURL) {
 			t.Errorf("%q: %v, want ErrBadPreviewURL", u, err)
 		}
 	}
@@ -117,7 +117,7 @@ func TestPreviewOpenGraph(t *testing.T) {
 		defer srv.Close()
 		r := previewRepo(t, uri, "127.0.0.0/8")
 
-		raw, err := r.PreviewURL(ctx, srv.URL+"/post#comments")
+		raw, err := r.PreviewURL(ctx, srv.URL+"/post#comments", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,22 +150,22 @@ func TestPreviewOpenGraph(t *testing.T) {
 
 		// Cached: the page is not fetched again (with or without the
 		// fragment).
-		if again, err := r.PreviewURL(ctx, srv.URL+"/post"); err != nil || string(again) != string(raw) || pages.Load() != 1 {
+		if again, err := r.PreviewURL(ctx, srv.URL+"/post", nil); err != nil || string(again) != string(raw) || pages.Load() != 1 {
 			t.Fatalf("second preview: %v, %d page fetches", err, pages.Load())
 		}
 
-		raw, err = r.PreviewURL(ctx, srv.URL+"/plain")
+		raw, err = r.PreviewURL(ctx, srv.URL+"/plain", nil)
 		if err != nil || !strings.Contains(string(raw), `"og:title":"Only a title"`) || !strings.Contains(string(raw), `"og:description":"A description"`) {
 			t.Fatalf("page without OpenGraph: %s, %v", raw, err)
 		}
-		raw, err = r.PreviewURL(ctx, srv.URL+"/photo")
+		raw, err = r.PreviewURL(ctx, srv.URL+"/photo", nil)
 		if err != nil || !strings.Contains(string(raw), `"og:image":"mxc://localhost/`) {
 			t.Fatalf("image URL: %s, %v", raw, err)
 		}
-		if _, err := r.PreviewURL(ctx, srv.URL+"/big"); !errors.Is(err, ErrPreviewTooLarge) {
+		if _, err := r.PreviewURL(ctx, srv.URL+"/big", nil); !errors.Is(err, ErrPreviewTooLarge) {
 			t.Fatalf("image over max_upload_size: %v", err)
 		}
-		if _, err := r.PreviewURL(ctx, srv.URL+"/missing"); !errors.Is(err, ErrPreviewFetch) {
+		if _, err := r.PreviewURL(ctx, srv.URL+"/missing", nil); !errors.Is(err, ErrPreviewFetch) {
 			t.Fatalf("404 page: %v", err)
 		}
 	})
@@ -180,7 +180,7 @@ func TestPreviewImageOnRefusedAddress(t *testing.T) {
 	}))
 	defer srv.Close()
 	r := previewRepo(t, testdb.SQLiteURI(t), "127.0.0.1")
-	raw, err := r.PreviewURL(ctx, srv.URL)
+	raw, err := r.PreviewURL(ctx, srv.URL, nil)
 	if err != nil || string(raw) != `{"og:title":"T"}` {
 		t.Fatalf("preview: %s, %v", raw, err)
 	}
