@@ -3,6 +3,7 @@ package clientapi_test
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -163,6 +164,66 @@ func TestSyncFiltersForgetAndState(t *testing.T) {
 		}
 		if all.Rooms.Leave[roomID] != nil || all.Rooms.Join[roomID] != nil {
 			t.Fatalf("forgotten room still synced: %+v", all.Rooms)
+		}
+	})
+}
+
+// TestSyncToDeviceBacklog: a device with 250 to-device messages waiting
+// gets them 100 per sync, in order, each once; the syncs after a partial
+// one answer at once (long-poll or not) until the backlog is gone; a
+// repeated token gets its batch again; then a long-poll waits.
+func TestSyncToDeviceBacklog(t *testing.T) {
+	testdb.ForEach(t, func(t *testing.T, uri string) {
+		srv := hstest.Start(t, uri, nil)
+		alice, bob := srv.NewUser("alice"), srv.NewUser("bob")
+		first, err := alice.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const total = 250
+		for start := 0; start < total; start += 50 {
+			msgs := map[id.DeviceID]*event.Content{}
+			req := &mautrix.ReqSendToDevice{Messages: map[id.UserID]map[id.DeviceID]*event.Content{alice.UserID: msgs}}
+			// One message per request: each its own position, in order.
+			for n := start; n < start+50; n++ {
+				msgs[alice.DeviceID] = &event.Content{Raw: map[string]any{"n": n}}
+				if _, err := bob.SendToDevice(ctx, event.NewEventType("org.example.ping"), req); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		since, next := first.NextBatch, 0
+		for _, want := range []int{100, 100, 50} {
+			began := time.Now()
+			resp, err := alice.SyncRequest(ctx, 30_000, since, "", false, event.PresenceOnline)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := time.Since(began); d > 5*time.Second {
+				t.Fatalf("sync with %d messages waiting took %v", want, d)
+			}
+			if len(resp.ToDevice.Events) != want {
+				t.Fatalf("got %d to-device messages, want %d (token %s)", len(resp.ToDevice.Events), want, since)
+			}
+			if want == 100 {
+				// Lost response: the same token gets the same batch.
+				again, err := alice.SyncRequest(ctx, 0, since, "", false, event.PresenceOnline)
+				if err != nil || len(again.ToDevice.Events) != 100 || again.ToDevice.Events[0].Content.Raw["n"] != resp.ToDevice.Events[0].Content.Raw["n"] {
+					t.Fatalf("repeated token: %d messages, %v", len(again.ToDevice.Events), err)
+				}
+			}
+			for _, e := range resp.ToDevice.Events {
+				if n, _ := e.Content.Raw["n"].(float64); int(n) != next {
+					t.Fatalf("message %v, want n=%d", e.Content.Raw, next)
+				}
+				next++
+			}
+			since = resp.NextBatch
+		}
+		began := time.Now()
+		resp, err := alice.SyncRequest(ctx, 300, since, "", false, event.PresenceOnline)
+		if err != nil || len(resp.ToDevice.Events) != 0 || time.Since(began) < 250*time.Millisecond {
+			t.Fatalf("after the backlog: %d messages after %v, %v; want an empty long-poll", len(resp.ToDevice.Events), time.Since(began), err)
 		}
 	})
 }

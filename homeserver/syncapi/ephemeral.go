@@ -32,7 +32,7 @@ import (
 func (s *Syncer) ephemeral(ctx context.Context, req Request, resp *Response, since, upto int64, joined map[id.RoomID]bool, tracker *typing.Tracker) error {
 	initial := since == 0 || req.FullState
 	if tracker != nil {
-		resp.NextBatch = Token{Pos: upto, Typing: tracker.Serial()}.String()
+		resp.next.Typing = tracker.Serial()
 	}
 	roomFilter := req.Filter.Room
 	if roomFilter == nil {

@@ -26,16 +26,33 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver/typing"
 )
 
-// Token is a sync position, "s{pos}_{typing}": Pos is the stream position
-// of everything persisted, Typing the serial of the in-memory typing
-// notifications (which have no stream position).
+// Token is a sync position, "s{pos}_{typing}" or "s{pos}_{typing}_d{todevice}":
+// Pos is the stream position of everything persisted, Typing the serial
+// of the in-memory typing notifications (which have no stream position),
+// ToDevice, when not 0, the position up to which to-device messages were
+// sent: a device with more than maxToDevicePerSync waiting gets them over
+// several syncs while every other stream is at Pos.
 type Token struct {
-	Pos    int64
-	Typing int64
+	Pos      int64
+	Typing   int64
+	ToDevice int64
 }
 
 func (t Token) String() string {
-	return "s" + strconv.FormatInt(t.Pos, 10) + "_" + strconv.FormatInt(t.Typing, 10)
+	s := "s" + strconv.FormatInt(t.Pos, 10) + "_" + strconv.FormatInt(t.Typing, 10)
+	if t.ToDevice != 0 {
+		s += "_d" + strconv.FormatInt(t.ToDevice, 10)
+	}
+	return s
+}
+
+// toDeviceAcked is the position up to which the token's holder received
+// its to-device messages.
+func (t Token) toDeviceAcked() int64 {
+	if t.ToDevice != 0 {
+		return t.ToDevice
+	}
+	return t.Pos
 }
 
 // ErrBadToken is an unparseable since token.
@@ -46,15 +63,20 @@ func ParseToken(raw string) (Token, error) {
 	if !strings.HasPrefix(raw, "s") {
 		return Token{}, ErrBadToken
 	}
-	head, rest, _ := strings.Cut(raw[1:], "_")
-	pos, err := strconv.ParseInt(head, 10, 64)
-	if err != nil || pos < 0 {
+	parts := strings.Split(raw[1:], "_")
+	pos, err := strconv.ParseInt(parts[0], 10, 64)
+	if err != nil || pos < 0 || len(parts) > 3 {
 		return Token{}, ErrBadToken
 	}
 	t := Token{Pos: pos}
-	if rest != "" {
-		typingPart, _, _ := strings.Cut(rest, "_")
-		if t.Typing, err = strconv.ParseInt(typingPart, 10, 64); err != nil || t.Typing < 0 {
+	if len(parts) > 1 {
+		if t.Typing, err = strconv.ParseInt(parts[1], 10, 64); err != nil || t.Typing < 0 {
+			return Token{}, ErrBadToken
+		}
+	}
+	if len(parts) > 2 {
+		td, ok := strings.CutPrefix(parts[2], "d")
+		if t.ToDevice, err = strconv.ParseInt(td, 10, 64); !ok || err != nil || t.ToDevice <= 0 || t.ToDevice > pos {
 			return Token{}, ErrBadToken
 		}
 	}
@@ -101,6 +123,9 @@ type Response struct {
 	OTKCounts   map[string]int          `json:"device_one_time_keys_count"`
 	// FallbackKeyTypes are the device's unused fallback key algorithms.
 	FallbackKeyTypes []string `json:"device_unused_fallback_key_types"`
+
+	// next is NextBatch while the response is computed.
+	next Token
 }
 
 // RoomsResponse holds the four room sections.
@@ -178,9 +203,11 @@ func (s *Syncer) Sync(ctx context.Context, req Request) (*Response, error) {
 			closeListener(l)
 			return nil, err
 		}
-		if l != nil && !req.FullState && upto == req.Since.Pos && (s.Typing == nil || s.Typing.Serial() == req.Since.Typing) {
-			// Nothing at all happened since the token: wait first rather
-			// than compute an answer that is certainly empty.
+		if l != nil && !req.FullState && upto == req.Since.Pos && req.Since.ToDevice == 0 &&
+			(s.Typing == nil || s.Typing.Serial() == req.Since.Typing) {
+			// Nothing at all happened since the token (and no to-device
+			// messages wait beyond it): wait first rather than compute an
+			// answer that is certainly empty.
 			if woken, err := s.wait(ctx, l, deadline); err != nil || !woken {
 				if err != nil {
 					return nil, err
@@ -242,6 +269,7 @@ func (r *Response) empty() bool {
 func newResponse(upto int64) *Response {
 	return &Response{
 		NextBatch: Token{Pos: upto}.String(),
+		next:      Token{Pos: upto},
 		Rooms: RoomsResponse{Join: map[id.RoomID]*JoinedRoom{}, Invite: map[id.RoomID]*InvitedRoom{},
 			Leave: map[id.RoomID]*LeftRoom{}, Knock: map[id.RoomID]*KnockedRoom{}},
 		AccountData: Events[json.RawMessage]{Events: []json.RawMessage{}},
@@ -360,7 +388,11 @@ func (s *Syncer) compute(ctx context.Context, req Request, upto int64) (*Respons
 	if err := s.accountData(ctx, req, resp, since, upto, joined); err != nil {
 		return nil, err
 	}
-	if err := s.toDevice(ctx, req, resp, since, upto); err != nil {
+	toDeviceAcked := since
+	if req.Since != nil {
+		toDeviceAcked = req.Since.toDeviceAcked()
+	}
+	if err := s.toDevice(ctx, req, resp, toDeviceAcked, upto); err != nil {
 		return nil, err
 	}
 	if err := s.presence(ctx, req, resp, since, upto, joined); err != nil {
@@ -379,6 +411,7 @@ func (s *Syncer) compute(ctx context.Context, req Request, upto int64) (*Respons
 	for roomID, counts := range threads {
 		resp.Rooms.Join[roomID].UnreadThreadNotifications = counts
 	}
+	resp.NextBatch = resp.next.String()
 	return resp, nil
 }
 

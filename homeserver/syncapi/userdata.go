@@ -57,30 +57,38 @@ func emptyJoinedRoom() *JoinedRoom {
 	}
 }
 
-// toDevice returns the device's pending messages up to upto and deletes
-// the ones the client acknowledged by syncing with since (spec: "Send-to-
-// Device messaging": delivered until acknowledged by the next token).
-func (s *Syncer) toDevice(ctx context.Context, req Request, resp *Response, since, upto int64) error {
-	// Everything not yet acknowledged, not only what is newer than since:
-	// a client that lost a response gets the messages again. Messages at
-	// or below since were acknowledged by this very request: delete them
-	// (only when there are some — a DELETE takes SQLite's write lock).
-	all, err := s.DB.ToDeviceSince(ctx, req.User, req.Device, 0, upto, 0)
-	if err != nil {
-		return err
-	}
-	msgs := all
-	if since > 0 {
-		acked := 0
-		for acked < len(all) && all[acked].StreamPos <= since {
-			acked++
-		}
-		if acked > 0 {
-			if err := s.DB.DeleteToDeviceUpTo(ctx, req.User, req.Device, since); err != nil {
+// maxToDevicePerSync bounds the to-device messages of one sync response
+// (Synapse sends 100 too): a device back after a long time, or the target
+// of a key-sharing storm, gets its backlog over several quick syncs rather
+// than in one response too large for it to handle.
+const maxToDevicePerSync = 100
+
+// toDevice returns the device's pending messages up to upto, at most
+// maxToDevicePerSync of them, and deletes the ones the client acknowledged
+// by syncing with a token that covered them (acked: spec "Send-to-Device
+// messaging": delivered until acknowledged by the next token). When some
+// are left for later, next_batch says up to where they were sent.
+func (s *Syncer) toDevice(ctx context.Context, req Request, resp *Response, acked, upto int64) error {
+	// Delete the acknowledged ones, only when there are some (a DELETE
+	// takes SQLite's write lock); then send everything not acknowledged,
+	// not only what is newer than the token: a client that lost a
+	// response gets the messages again.
+	if acked > 0 {
+		if old, err := s.DB.ToDeviceSince(ctx, req.User, req.Device, 0, acked, 1); err != nil {
+			return err
+		} else if len(old) > 0 {
+			if err := s.DB.DeleteToDeviceUpTo(ctx, req.User, req.Device, acked); err != nil {
 				return err
 			}
 		}
-		msgs = all[acked:]
+	}
+	msgs, err := s.DB.ToDeviceSince(ctx, req.User, req.Device, acked, upto, maxToDevicePerSync+1)
+	if err != nil {
+		return err
+	}
+	if len(msgs) > maxToDevicePerSync {
+		msgs = msgs[:maxToDevicePerSync]
+		resp.next.ToDevice = msgs[len(msgs)-1].StreamPos
 	}
 	for _, m := range msgs {
 		raw, _ := json.Marshal(m)
