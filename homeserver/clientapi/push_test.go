@@ -566,10 +566,22 @@ func TestPushers(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		// Read notifications are not pushed.
+		// Reading sends the new count alone, for the phone's badge: no
+		// event, no room. A receipt that leaves the count as it was sends
+		// nothing.
 		if err := bob.SendReceipt(ctx, roomID, evt, event.ReceiptTypeRead, nil); err != nil {
 			t.Fatal(err)
 		}
+		if b := gw.next(t); b.Get("event_id").Exists() || b.Get("room_id").Exists() || b.Get("type").Exists() ||
+			!b.Get("counts.unread").Exists() || b.Get("counts.unread").Int() != 0 || b.Get("devices.0.pushkey").Str != "key1" ||
+			b.Get("devices.0.data.custom").Str != "x" || b.Get("devices.0.data.url").Exists() {
+			t.Fatalf("badge update = %s", b.Raw)
+		}
+		if err := bob.SendReceipt(ctx, roomID, evt, event.ReceiptTypeReadPrivate, nil); err != nil {
+			t.Fatal(err)
+		}
+		gw.quiet(t, 300*time.Millisecond)
+		// Read notifications are not pushed.
 		ephSend(t, alice, roomID, ephText("after reading"))
 		if n := gw.next(t); n.Get("counts.unread").Int() != 1 {
 			t.Fatalf("after a receipt: %s", n.Raw)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -83,15 +84,7 @@ func (s *Service) notification(ctx context.Context, p *storage.Pusher, n storage
 	if err != nil {
 		return nil, err
 	}
-	data := mautrix.PusherData{}
-	dec := json.NewDecoder(bytes.NewReader(p.Data))
-	dec.UseNumber()
-	_ = dec.Decode(&data)
-	delete(data, "url") // everything else, format included, is forwarded
-	device := pushgateway.Device{
-		BaseDevice: pushgateway.BaseDevice{AppID: pushgateway.PusherAppID(p.AppID), PushKey: p.PushKey, PushKeyTS: p.PushKeyTS, Data: data},
-		Tweaks:     map[pushrules.PushActionTweak]any{},
-	}
+	device := gatewayDevice(p)
 	for name, v := range res.Tweaks {
 		device.Tweaks[pushrules.PushActionTweak(name)] = v
 	}
@@ -108,7 +101,7 @@ func (s *Service) notification(ctx context.Context, p *storage.Pusher, n storage
 		RoomID:   e.RoomID,
 		Priority: prio,
 	}
-	if data.Format() != pushgateway.PushFormatEventIDOnly {
+	if device.Data.Format() != pushgateway.PushFormatEventIDOnly {
 		note.Type, note.Sender = e.Type, e.Sender
 		if c := gjson.GetBytes(e.PDU, "content"); c.IsObject() {
 			note.Content = json.RawMessage(c.Raw)
@@ -133,9 +126,29 @@ func (s *Service) notification(ctx context.Context, p *storage.Pusher, n storage
 	return &pushgateway.ReqPush{Notification: note}, nil
 }
 
+// gatewayDevice is the pusher as a notification's device: its pushkey and
+// its data but the URL (format included), without tweaks.
+func gatewayDevice(p *storage.Pusher) pushgateway.Device {
+	data := mautrix.PusherData{}
+	dec := json.NewDecoder(bytes.NewReader(p.Data))
+	dec.UseNumber()
+	_ = dec.Decode(&data)
+	delete(data, "url")
+	return pushgateway.Device{
+		BaseDevice: pushgateway.BaseDevice{AppID: pushgateway.PusherAppID(p.AppID), PushKey: p.PushKey, PushKeyTS: p.PushKeyTS, Data: data},
+		Tweaks:     map[pushrules.PushActionTweak]any{},
+	}
+}
+
 // post sends a /notify request and classifies the answer.
 func (s *Service) post(ctx context.Context, url string, req *pushgateway.ReqPush, pushKey string) (outcome, error) {
 	body, err := json.Marshal(req)
+	if err == nil && req.Notification.Counts != nil {
+		// mautrix leaves a zero count out, but an unread count of 0 is
+		// what clears a phone's badge (Sygnal leaves the badge as it is
+		// when there is none).
+		body, err = sjson.SetBytes(body, "notification.counts.unread", req.Notification.Counts.Unread)
+	}
 	if err != nil {
 		return outcomeFailed, fmt.Errorf("encode notification: %w", err)
 	}

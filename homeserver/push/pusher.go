@@ -7,6 +7,7 @@ import (
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/pushrules/pushgateway"
 
 	"github.com/switchboard-im/switchboard/homeserver/storage"
 )
@@ -37,6 +38,9 @@ type pusherKey struct {
 type delivery struct {
 	running bool
 	poked   bool
+	// badge asks for a badge update once the pending notifications are
+	// sent (see sendBadge).
+	badge bool
 }
 
 // startDelivering makes this process deliver (it holds the lease): every
@@ -52,7 +56,7 @@ func (s *Service) startDelivering(ctx context.Context) {
 		return
 	}
 	for _, p := range pushers {
-		s.poke(pusherKey{p.UserID, p.AppID, p.PushKey})
+		s.poke(pusherKey{p.UserID, p.AppID, p.PushKey}, false)
 	}
 }
 
@@ -84,12 +88,13 @@ func (s *Service) notified(ctx context.Context, notes []storage.Notification) {
 		return
 	}
 	for _, p := range pushers {
-		s.poke(pusherKey{p.UserID, p.AppID, p.PushKey})
+		s.poke(pusherKey{p.UserID, p.AppID, p.PushKey}, false)
 	}
 }
 
-// poke makes a pusher look for notifications to send.
-func (s *Service) poke(k pusherKey) {
+// poke makes a pusher look for notifications to send, and with badge
+// send its user's counts after them.
+func (s *Service) poke(k pusherKey, badge bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.deliverCtx == nil {
@@ -101,6 +106,7 @@ func (s *Service) poke(k pusherKey) {
 		s.deliveries[k] = d
 	}
 	d.poked = true
+	d.badge = d.badge || badge
 	if !d.running {
 		d.running = true
 		s.wg.Add(1)
@@ -114,8 +120,17 @@ func (s *Service) deliver(ctx context.Context, k pusherKey, d *delivery) {
 	for {
 		s.mu.Lock()
 		d.poked = false
+		badge := d.badge
+		d.badge = false
 		s.mu.Unlock()
 		more, err := s.deliverPending(ctx, k)
+		if badge && (more || err != nil) {
+			s.mu.Lock()
+			d.badge = true // after the rest of the notifications
+			s.mu.Unlock()
+		} else if badge {
+			err = s.sendBadge(ctx, k)
+		}
 		if err != nil && ctx.Err() == nil {
 			log.Warn().Err(err).Msg("Push delivery failed; retrying")
 			sleep(ctx, dbRetry)
@@ -196,6 +211,7 @@ func (s *Service) push(ctx context.Context, p *storage.Pusher, n storage.Notific
 		outcome, err := s.post(ctx, gjson.GetBytes(p.Data, "url").Str, req, p.PushKey)
 		switch outcome {
 		case outcomeSent:
+			s.sentUnread(pusherKey{p.UserID, p.AppID, p.PushKey}, req.Notification.Counts.Unread)
 			if attempt > 1 {
 				log.Info().Int("attempts", attempt).Msg("Push gateway took the notification")
 			}
@@ -229,6 +245,96 @@ func (s *Service) push(ctx context.Context, p *storage.Pusher, n storage.Notific
 			return false, err
 		}
 	}
+}
+
+// Badge updates. Reading (a read receipt moving) lowers a user's unread
+// count without any notification being sent, so a phone would keep
+// showing the old badge on the app's icon. So, as Synapse does, the
+// worker watches read receipts and sends each of the reader's pushers
+// the counts alone — the notification "that only contain[s] updated badge
+// counts" of the Push Gateway API, with no event — after any
+// notifications still pending for it, and only when the count differs
+// from the last one the pusher was sent. Badge updates are best effort:
+// one attempt, no retries (the next notification carries the counts).
+
+// watchReceipts starts watching read receipts from the stream's head: a
+// process taking the lease does not replay older ones.
+func (s *Service) watchReceipts(ctx context.Context) error {
+	head, err := s.db.CurrentStreamPos(ctx)
+	if err == nil {
+		s.receiptPos = head
+	}
+	return err
+}
+
+// readReceipts pokes, for a badge update, the pushers of the users whose
+// read receipts moved since the last call.
+func (s *Service) readReceipts(ctx context.Context) error {
+	head, err := s.db.CurrentStreamPos(ctx)
+	if err != nil || head <= s.receiptPos {
+		return err
+	}
+	readers, err := s.db.ReadersInRange(ctx, s.receiptPos, head)
+	if err != nil {
+		return err
+	}
+	s.receiptPos = head
+	if len(readers) == 0 {
+		return nil
+	}
+	pushers, err := s.db.PushersOf(ctx, readers)
+	if err != nil {
+		return err
+	}
+	for _, p := range pushers {
+		s.poke(pusherKey{p.UserID, p.AppID, p.PushKey}, true)
+	}
+	return nil
+}
+
+// sendBadge sends the pusher its user's current counts, unless it was
+// sent that unread count last.
+func (s *Service) sendBadge(ctx context.Context, k pusherKey) error {
+	p, err := s.db.GetPusher(ctx, k.user, k.appID, k.pushKey)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	unread, calls, err := s.db.UnreadNotificationCounts(ctx, k.user)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	last, known := s.lastUnread[k]
+	s.mu.Unlock()
+	if known && last == unread {
+		return nil
+	}
+	req := &pushgateway.ReqPush{Notification: &pushgateway.PushNotification{
+		Devices: []pushgateway.Device{gatewayDevice(p)},
+		Counts:  &pushgateway.NotificationCounts{Unread: unread, MissedCalls: calls},
+	}}
+	log := s.log.With().Stringer("user_id", p.UserID).Str("app_id", p.AppID).Logger()
+	switch outcome, err := s.post(ctx, gjson.GetBytes(p.Data, "url").Str, req, p.PushKey); outcome {
+	case outcomeSent:
+		s.sentUnread(k, unread)
+	case outcomeRejected:
+		log.Info().Msg("Push gateway rejected the pushkey; deleting the pusher")
+		if _, err := s.db.DeletePusher(ctx, p.UserID, p.AppID, p.PushKey); err != nil {
+			return err
+		}
+	default:
+		log.Debug().Err(err).Msg("Badge update not taken by the push gateway; the next notification carries the counts")
+	}
+	return nil
+}
+
+// sentUnread records the unread count a pusher was last sent.
+func (s *Service) sentUnread(k pusherKey, unread int) {
+	s.mu.Lock()
+	s.lastUnread[k] = unread
+	s.mu.Unlock()
 }
 
 // sleep waits d or until ctx ends; it reports whether the wait completed.

@@ -88,11 +88,15 @@ type Service struct {
 	deliverCancel context.CancelFunc
 	deliveries    map[pusherKey]*delivery
 	wg            sync.WaitGroup
+	// lastUnread is the unread count each pusher was sent last (badge
+	// updates are sent only when it changes).
+	lastUnread map[pusherKey]int
 
 	// Owned by the run goroutine.
 	roomInfos    map[id.RoomID]*roomInfo
 	pushable     map[id.UserID]bool
 	pushableRead time.Time
+	receiptPos   int64 // read receipts up to here were looked at
 	failPos      int64
 	failCount    int
 }
@@ -108,7 +112,7 @@ func NewService(db *storage.DB, rooms RoomState, n *notifier.Notifier, serverNam
 		db: db, rooms: rooms, n: n, serverName: serverName, log: log, client: client,
 		rules: NewCache(db), owner: random.String(16),
 		minBackoff: DefaultMinBackoff, maxBackoff: DefaultMaxBackoff, giveUpAfter: DefaultGiveUpAfter,
-		deliveries: map[pusherKey]*delivery{}, roomInfos: map[id.RoomID]*roomInfo{}, pushable: map[id.UserID]bool{},
+		deliveries: map[pusherKey]*delivery{}, lastUnread: map[pusherKey]int{}, roomInfos: map[id.RoomID]*roomInfo{}, pushable: map[id.UserID]bool{},
 	}
 }
 
@@ -192,6 +196,9 @@ func (s *Service) run(ctx context.Context) {
 				ok = owned // keep the state until the database answers
 			case ok && !owned:
 				s.log.Debug().Msg("Push worker lease taken: evaluating and delivering here")
+				if err := s.watchReceipts(ctx); err != nil {
+					s.log.Warn().Err(err).Msg("Failed to read the stream position; badge updates start with the next read")
+				}
 				s.startDelivering(ctx)
 			case !ok && owned:
 				s.log.Info().Msg("Push worker lease lost to another process")
@@ -207,6 +214,9 @@ func (s *Service) run(ctx context.Context) {
 				} else if n > 0 {
 					s.log.Debug().Int64("count", n).Msg("Pruned old notifications")
 				}
+			}
+			if err := s.readReceipts(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn().Err(err).Msg("Failed to read receipts for badge updates")
 			}
 			caughtUp, err := s.evaluate(ctx)
 			switch {

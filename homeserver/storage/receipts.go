@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"strings"
 
+	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
@@ -161,6 +162,16 @@ func (db *DB) ReceiptsSince(ctx context.Context, roomIDs []id.RoomID, viewer id.
 		}
 	}
 	return out, nil
+}
+
+// ReadersInRange returns the users whose m.read or m.read.private receipt
+// moved in (after, upto]: their unread counts may have changed.
+func (db *DB) ReadersInRange(ctx context.Context, after, upto int64) ([]id.UserID, error) {
+	return queryList(ctx, db, "readers in range", func(row dbutil.Scannable) (u id.UserID, err error) {
+		err = row.Scan(&u)
+		return u, err
+	}, `SELECT DISTINCT user_id FROM receipts WHERE stream_pos > $1 AND stream_pos <= $2 AND receipt_type IN ($3, $4)`,
+		after, upto, string(event.ReceiptTypeRead), string(event.ReceiptTypeReadPrivate))
 }
 
 // ReadUpTo returns, per thread ("" for unthreaded receipts), the stream
