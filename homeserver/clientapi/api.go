@@ -103,6 +103,7 @@ func (a *API) Register(r gin.IRouter) {
 	r.GET("/.well-known/matrix/client", a.getWellKnownClient)
 	r.GET("/.well-known/matrix/server", a.getWellKnownServer)
 	r.GET("/_matrix/client/v1/register/m.login.registration_token/validity", a.getRegistrationTokenValidity)
+	r.GET("/_matrix/client/v1/rooms/:roomID/hierarchy", a.authed(a.getHierarchy))
 
 	for _, prefix := range clientPrefixes {
 		g := r.Group(prefix)
