@@ -15,6 +15,9 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # IRCv3 and SASL: InspIRCd 3 linked to Atheme services.
 [ -x /usr/sbin/inspircd ] || need+=(inspircd)
 [ -x /usr/bin/atheme-services ] || need+=(atheme-services)
+# homeserver/clientapi TestTurnServer*: a real coturn checks the TURN
+# credentials /voip/turnServer hands out (the tests start turnserver).
+[ -x /usr/bin/turnserver ] || need+=(coturn)
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 # matrix-js-sdk tests (homeserver/jstest). Node.js must be >= 20; Debian
 # bookworm's nodejs is 18, so there use NodeSource's or a newer Debian's.

@@ -23,16 +23,6 @@ func (a *API) registerElement(r gin.IRouter) {
 	// the legacy login API.
 }
 
-// getTurnServer: no TURN server is configured, so there are no
-// credentials to give. The answer is an empty object, as Synapse gives
-// without TURN: matrix-js-sdk then runs calls without TURN and asks again
-// later, where an error would be reported to the user, and a response with
-// an empty uris list would make browsers refuse the ICE server (WebRTC
-// requires urls to be non-empty).
-func (a *API) getTurnServer(c *gin.Context, _ *storage.Session) {
-	c.JSON(http.StatusOK, gin.H{})
-}
-
 // getThreePIDs: this server keeps no third-party identifiers (e-mail
 // addresses, phone numbers) for accounts; capabilities says so too
 // (m.3pid_changes disabled).

@@ -53,6 +53,7 @@ type Config struct {
 	HTTP         HTTPConfig         `yaml:"http"`
 	Media        MediaConfig        `yaml:"media"`
 	Push         PushConfig         `yaml:"push"`
+	TURN         TURNConfig         `yaml:"turn"`
 	WellKnown    WellKnownConfig    `yaml:"well_known"`
 	Metrics      MetricsConfig      `yaml:"metrics"`
 	Logging      LoggingConfig      `yaml:"logging"`
@@ -173,6 +174,27 @@ type PushConfig struct {
 	AllowedNetworks []string `yaml:"allowed_networks"`
 }
 
+// TURNConfig is the turn section: the TURN servers that
+// GET /_matrix/client/v3/voip/turnServer hands to VoIP clients, with
+// credentials either made per user from coturn's shared secret (the TURN
+// REST API draft: use-auth-secret) or fixed.
+type TURNConfig struct {
+	// URIs are turn: and turns: URIs (RFC 7065) as clients reach the
+	// server; empty, the server offers no TURN.
+	URIs []string `yaml:"uris"`
+	// SharedSecret is coturn's static-auth-secret.
+	SharedSecret string `yaml:"shared_secret"`
+	// Username and Password are fixed credentials, given to every user,
+	// instead of SharedSecret.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// UserLifetime is how long credentials made from SharedSecret are
+	// valid (the ttl clients are told, for either kind).
+	UserLifetime Duration `yaml:"user_lifetime"`
+	// AllowGuests gives credentials to guest accounts too.
+	AllowGuests bool `yaml:"allow_guests"`
+}
+
 // DefaultThumbnailSizes are the sizes the spec recommends (and Element asks for).
 func DefaultThumbnailSizes() []ThumbnailSize {
 	return []ThumbnailSize{
@@ -259,6 +281,7 @@ func Default() *Config {
 				CacheDuration: Duration(time.Hour),
 			},
 		},
+		TURN:    TURNConfig{UserLifetime: Duration(time.Hour), AllowGuests: true},
 		Metrics: MetricsConfig{Enabled: false, Listen: "127.0.0.1:9108"},
 		Logging: LoggingConfig{Level: "info", Format: "pretty"},
 
@@ -307,8 +330,10 @@ func parse(data []byte, withEnv bool) (*Config, error) {
 // Environment variables that override secrets, so they need not sit in the
 // file (containers, systemd credentials).
 const (
-	EnvDatabase     = "SWITCHBOARD_DATABASE"
-	EnvSharedSecret = "SWITCHBOARD_REGISTRATION_SHARED_SECRET"
+	EnvDatabase         = "SWITCHBOARD_DATABASE"
+	EnvSharedSecret     = "SWITCHBOARD_REGISTRATION_SHARED_SECRET"
+	EnvTURNSharedSecret = "SWITCHBOARD_TURN_SHARED_SECRET"
+	EnvTURNPassword     = "SWITCHBOARD_TURN_PASSWORD"
 )
 
 func (c *Config) applyEnv() {
@@ -317,6 +342,12 @@ func (c *Config) applyEnv() {
 	}
 	if v := os.Getenv(EnvSharedSecret); v != "" {
 		c.Registration.SharedSecret = v
+	}
+	if v := os.Getenv(EnvTURNSharedSecret); v != "" {
+		c.TURN.SharedSecret = v
+	}
+	if v := os.Getenv(EnvTURNPassword); v != "" {
+		c.TURN.Password = v
 	}
 }
 
@@ -505,6 +536,9 @@ func (c *Config) Validate() error {
 			return keyErr(fmt.Sprintf("push.allowed_networks[%d]", i), "%v", err)
 		}
 	}
+	if err := c.TURN.validate(); err != nil {
+		return err
+	}
 	if c.WellKnown.ClientBaseURL != "" {
 		if u, err := url.Parse(c.WellKnown.ClientBaseURL); err != nil || u.Host == "" {
 			return keyErr("well_known.client_base_url", "%q must be an absolute URL", c.WellKnown.ClientBaseURL)
@@ -580,6 +614,80 @@ func (m *MediaConfig) validate() error {
 	}
 	return nil
 }
+
+func (t *TURNConfig) validate() error {
+	for i, u := range t.URIs {
+		if err := validTURNURI(u); err != nil {
+			return keyErr(fmt.Sprintf("turn.uris[%d]", i), "%v", err)
+		}
+	}
+	static := t.Username != "" || t.Password != ""
+	switch {
+	case t.SharedSecret != "" && static:
+		return keyErr("turn.shared_secret", "set either turn.shared_secret (coturn's use-auth-secret) or turn.username and turn.password (fixed credentials), not both")
+	case t.SharedSecret != "" && len(t.SharedSecret) < 16:
+		return keyErr("turn.shared_secret", "must be at least 16 characters (coturn's static-auth-secret; e.g. openssl rand -hex 32)")
+	case t.Username == "" && t.Password != "":
+		return keyErr("turn.username", "must be set with turn.password")
+	case t.Username != "" && t.Password == "":
+		return keyErr("turn.password", "must be set with turn.username")
+	case len(t.URIs) > 0 && t.SharedSecret == "" && !static:
+		return keyErr("turn.uris", "needs credentials: turn.shared_secret, or turn.username and turn.password")
+	case len(t.URIs) == 0 && (t.SharedSecret != "" || static):
+		return keyErr("turn.uris", "must list the TURN server (e.g. turn:turn.example.org:3478?transport=udp) when credentials are set")
+	}
+	if t.UserLifetime.D() < time.Second {
+		return keyErr("turn.user_lifetime", "must be at least 1s")
+	}
+	return nil
+}
+
+// validTURNURI checks a turn: or turns: URI (RFC 7065):
+// turn[s]:HOST[:PORT][?transport=udp|tcp].
+func validTURNURI(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URI", s)
+	}
+	if u.Scheme != "turn" && u.Scheme != "turns" {
+		return fmt.Errorf("%q must start with turn: or turns:", s)
+	}
+	if u.Opaque == "" {
+		if u.Host != "" {
+			return fmt.Errorf("%q must be written %s:HOST[:PORT], without //", s, u.Scheme)
+		}
+		return fmt.Errorf("%q has no host", s)
+	}
+	if u.Fragment != "" || strings.ContainsAny(u.Opaque, "/@") {
+		return fmt.Errorf("%q must be %s:HOST[:PORT][?transport=udp|tcp]", s, u.Scheme)
+	}
+	host, port := u.Opaque, ""
+	if i := strings.LastIndexByte(host, ':'); i > strings.LastIndexByte(host, ']') {
+		host, port = host[:i], host[i+1:]
+		if n, err := strconv.Atoi(port); !portRegex.MatchString(port) || err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q has an invalid port", s)
+		}
+	}
+	if v6, ok := strings.CutPrefix(host, "["); ok {
+		if ip := net.ParseIP(strings.TrimSuffix(v6, "]")); ip == nil || ip.To4() != nil || !strings.HasSuffix(v6, "]") {
+			return fmt.Errorf("%q has an invalid IPv6 address", s)
+		}
+	} else if host == "" || !hostnameRegex.MatchString(host) {
+		return fmt.Errorf("%q has an invalid host", s)
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		q, err := url.ParseQuery(u.RawQuery)
+		if t := q["transport"]; err != nil || len(q) != 1 || len(t) != 1 || (t[0] != "udp" && t[0] != "tcp") {
+			return fmt.Errorf("%q: the only query allowed is ?transport=udp or ?transport=tcp", s)
+		}
+	}
+	return nil
+}
+
+var (
+	hostnameRegex = regexp.MustCompile(`^[a-zA-Z0-9.-]+$`)
+	portRegex     = regexp.MustCompile(`^[0-9]{1,5}$`)
+)
 
 func validHostPort(s string) error {
 	host, port, err := net.SplitHostPort(s)

@@ -157,6 +157,33 @@ push:
   # listed here (CIDRs), e.g. ["10.0.0.7/32"] for a Sygnal on the intranet.
   allowed_networks: [{{range $i, $n := .Push.AllowedNetworks}}{{if $i}}, {{end}}{{q $n}}{{end}}]
 
+# TURN relays voice and video call media for clients that cannot reach each
+# other directly (NAT, firewalls). Clients ask for a TURN server at
+# GET /_matrix/client/v3/voip/turnServer; with no uris they get none, and
+# calls only work where a direct connection does.
+turn:
+  # The TURN server's URIs as clients reach it, for example
+  # ["turn:turn.example.org:3478?transport=udp",
+  #  "turn:turn.example.org:3478?transport=tcp",
+  #  "turns:turn.example.org:5349?transport=tcp"].
+  uris: [{{range $i, $u := .TURN.URIs}}{{if $i}}, {{end}}{{q $u}}{{end}}]
+  # coturn's static-auth-secret (with use-auth-secret in turnserver.conf):
+  # each user gets a username and password made from it, valid for
+  # user_lifetime. At least 16 characters.
+  # Overridden by the SWITCHBOARD_TURN_SHARED_SECRET environment variable.
+  shared_secret: {{q .TURN.SharedSecret}}
+  # Or fixed credentials that every user gets (a coturn user=NAME:PASSWORD),
+  # instead of shared_secret: anyone with an account can read them.
+  username: {{q .TURN.Username}}
+  # Overridden by the SWITCHBOARD_TURN_PASSWORD environment variable.
+  password: {{q .TURN.Password}}
+  # How long credentials made from shared_secret stay valid; clients ask
+  # again before then (told as ttl, with fixed credentials too).
+  user_lifetime: {{q .TURN.UserLifetime.D.String}}
+  # Whether guest accounts get TURN credentials. This server registers no
+  # guests (/register?kind=guest is refused), so today it changes nothing.
+  allow_guests: {{.TURN.AllowGuests}}
+
 well_known:
   # base_url served in /.well-known/matrix/client; empty uses public_url.
   client_base_url: {{q .WellKnown.ClientBaseURL}}
