@@ -475,24 +475,7 @@ func TestBridge(t *testing.T) {
 	t.Run("private message is a direct chat", func(t *testing.T) {
 		erin := e.ircUser("erin")
 		erin.Send("PRIVMSG alice[m] :psst")
-		var dm id.RoomID
-		e.eventually("alice invited to a direct chat", func() bool {
-			resp, err := alice.SyncRequest(ctx, 0, "", "", false, "")
-			if err != nil {
-				return false
-			}
-			for roomID, inv := range resp.Rooms.Invite {
-				for _, evt := range inv.State.Events {
-					if evt.Type == event.StateMember && evt.Sender == e.ghost("erin") {
-						dm = roomID
-					}
-				}
-			}
-			return dm != ""
-		})
-		if _, err := alice.JoinRoomByID(ctx, dm); err != nil {
-			t.Fatal(err)
-		}
+		dm := e.acceptDirectChat(alice, e.ghost("erin"))
 		testkit.WaitForEvent(t, alice, dm, from(e.ghost("erin"), testkit.HasBody("psst")), wait)
 		e.sendText(alice, dm, "hello erin")
 		erin.Expect(wait, ircMsg("PRIVMSG", "alice[m]", "erin", "hello erin"))
@@ -701,7 +684,7 @@ func TestConfiguredChannels(t *testing.T) {
 			t.Fatal(err)
 		}
 		mapped = created.RoomID
-		e.cfg.Networks[0].Mappings = map[string]id.RoomID{"#mapped": mapped}
+		e.cfg.Networks[0].Mappings = map[string]ChannelMapping{"#mapped": {Room: mapped}}
 	})
 	ian := e.ircUser("ian", "#auto", "#mapped")
 	testkit.WaitForJoin(t, alice, mapped, e.cfg.BotID(), wait)

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
+
+	"maunium.net/go/mautrix"
 
 	"github.com/switchboard-im/switchboard/framework/bot"
 	"github.com/switchboard-im/switchboard/framework/bridge"
@@ -16,9 +19,10 @@ import (
 func (c *core) addCommands() {
 	b := c.br.Bot
 	b.Command(&bot.Command{
-		Name: "link", Usage: "<network> <#channel> [operator nick]", MinArgs: 1, MaxArgs: 3, MinPower: 50,
+		Name: "link", Usage: "<network> <#channel> [operator nick] [key=<channel key>]",
 		Help: "Bridge this room to an IRC channel (`network/#channel` works too; with one network, `#channel` alone). " +
-			"Unless you are an operator of the channel on IRC or a bridge admin, name one of its operators: they are asked to approve.",
+			"Unless you are an operator of the channel on IRC or a bridge admin, name one of its operators: they are asked to approve. " +
+			"A channel with a key (+k) needs `key=…` (the message is removed once read); in a room bridged to the channel already, it gives the bridge the channel's new key. Needs power level 50.",
 		Run: c.cmdLink,
 	})
 	b.Command(&bot.Command{
@@ -81,11 +85,30 @@ func (c *core) networkFor(ctx context.Context, cc *bot.CommandContext, name stri
 }
 
 func (c *core) cmdLink(ctx context.Context, cc *bot.CommandContext) error {
+	args, key, hasKey := takeKeyArg(cc.Args)
+	if hasKey {
+		// The key is out: remove it from the room before anything else
+		// (a refusal too), as for storepass.
+		c.redactSecret(ctx, cc, "contained a channel key")
+	}
 	u, err := c.commandUser(ctx, cc)
 	if err != nil {
 		return err
 	}
-	args, op := cc.Args, ""
+	// The power level is checked here, not by the bot before the command
+	// runs, so that the message with a key is removed first.
+	if level, err := c.br.Bot.PowerLevel(ctx, cc.RoomID(), cc.Sender()); err != nil {
+		return err
+	} else if level < linkPower {
+		return bot.Errorf("`%s` needs power level %d in this room; you have %d.", cc.Path, linkPower, level)
+	}
+	if len(args) == 0 || len(args) > 3 {
+		return bot.Errorf("Usage: `%s %s`", cc.Path, cc.Command.Usage)
+	}
+	if hasKey && !validKey(key) {
+		return bot.Errorf("That key cannot be sent to IRC: it has no spaces, commas or line breaks, and does not start with `:`.")
+	}
+	op := ""
 	// An operator's nick comes last: after "network #channel", or after
 	// "network/#channel" or "#channel".
 	if len(args) == 3 || (len(args) == 2 && c.networks[args[0]] == nil) {
@@ -98,30 +121,65 @@ func (c *core) cmdLink(ctx context.Context, cc *bot.CommandContext) error {
 	} else if err != nil {
 		return err
 	}
+	n, ch, _, _ := c.route(info.ID)
+	if hasKey {
+		// Linked to this channel already: the key is new.
+		if p, err := c.br.PortalByRoom(ctx, cc.RoomID()); err != nil {
+			return err
+		} else if p != nil && p.ID == info.ID {
+			if err := n.updateKey(ctx, p, ch, key); err != nil {
+				return err
+			}
+			_, err := cc.Reply(ctx, fmt.Sprintf("The bridge joins %s on %s with the new key.", ch, n.cfg.Name))
+			return err
+		}
+	}
 	if err := c.MayLink(ctx, u, info.ID); err != nil {
 		if op == "" {
 			return bot.Errorf("Not linked: %v", err)
 		}
-		n, ch, _, _ := c.route(info.ID)
-		if perr := c.prov.requestApproval(ctx, n, ch, info.ID, cc.RoomID(), u.ID, op); perr != nil {
+		if perr := c.prov.requestApproval(ctx, n, ch, info.ID, cc.RoomID(), u.ID, op, key); perr != nil {
 			return bot.Errorf("Not linked: %v", perr)
 		}
 		return nil // the approval request told the room
 	}
-	p, warning, err := c.br.Link(ctx, cc.RoomID(), info.ID, cc.Sender())
+	_, warning, err := n.link(ctx, cc.RoomID(), ch, info.ID, cc.Sender(), key)
 	switch {
 	case errors.Is(err, bridge.ErrAlreadyLinked):
 		return bot.Errorf("Not linked: %v.", err)
 	case err != nil:
 		return err
 	}
-	n, ch, _, _ := c.route(p.ID)
 	reply := fmt.Sprintf("This room is now bridged to %s on %s.", ch, n.cfg.Name)
 	if warning != "" {
 		reply += " " + warning
 	}
 	_, err = cc.Reply(ctx, reply)
 	return err
+}
+
+// takeKeyArg takes a channel key ("key=SECRET") off a command's
+// arguments.
+func takeKeyArg(args []string) (rest []string, key string, ok bool) {
+	for i, a := range args {
+		if k, found := strings.CutPrefix(a, "key="); found {
+			return append(slices.Clone(args[:i]), args[i+1:]...), k, true
+		}
+	}
+	return args, "", false
+}
+
+// redactSecret removes a command's message, which holds a secret, from
+// the room; when the bot may not, the sender is told to.
+func (c *core) redactSecret(ctx context.Context, cc *bot.CommandContext, reason string) {
+	_, err := c.br.AS.Bot().RedactEvent(ctx, cc.RoomID(), cc.Event.ID, mautrix.ReqRedact{Reason: reason})
+	if err == nil {
+		return
+	}
+	c.log.Warn().Err(err).Str("command", cc.Path).Msg("Could not redact a command holding a secret")
+	if _, err := cc.Reply(ctx, "⚠️ I could not remove your message, which holds a secret: remove it yourself (I need the power to remove messages here)."); err != nil {
+		c.log.Warn().Err(err).Msg("Failed to reply")
+	}
 }
 
 var _ bridge.LinkAuthorizer = (*core)(nil)

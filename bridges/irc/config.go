@@ -12,6 +12,7 @@ import (
 	"text/template"
 	"time"
 
+	"gopkg.in/yaml.v3"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/switchboard-im/switchboard/framework/bridge"
@@ -115,15 +116,59 @@ type NetworkConfig struct {
 	// Default 500; -1: never lazy.
 	LazyMembersOver int `yaml:"lazy_members_over"`
 	// Mappings links IRC channels to existing Matrix rooms when the bot
-	// connects ("#channel": "!roomid"); the bot must be invited to the
-	// room.
-	Mappings map[string]id.RoomID `yaml:"mappings"`
+	// connects ("#channel": "!roomid", or {room: "!roomid", key: "…"} for
+	// a channel with a key); the bot must be invited to the room.
+	Mappings map[string]ChannelMapping `yaml:"mappings"`
 	// Channels are joined by the bot at start and get their portal room
 	// then (with the alias #irc_{id}_#channel), before any Matrix user
 	// asks for them.
 	Channels []string `yaml:"channels"`
 
 	nickTmpl, identTmpl *template.Template
+}
+
+// ChannelMapping is a configured channel → room link: in YAML, the room
+// ID alone, or {room: "!roomid", key: "…"}.
+type ChannelMapping struct {
+	Room id.RoomID `yaml:"room"`
+	// Key is the channel's key (+k): the bot and the puppets join with
+	// it. When a channel operator changes the key on IRC, the bridge
+	// follows (and keeps the new key across restarts, until this one is
+	// changed).
+	Key string `yaml:"key"`
+}
+
+// UnmarshalYAML reads a room ID, or a mapping of room and key (strictly:
+// other keys are errors).
+func (m *ChannelMapping) UnmarshalYAML(node *yaml.Node) error {
+	switch node.Kind {
+	case yaml.ScalarNode:
+		return node.Decode(&m.Room)
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			key, value := node.Content[i], node.Content[i+1]
+			var err error
+			switch key.Value {
+			case "room":
+				err = value.Decode(&m.Room)
+			case "key":
+				err = value.Decode(&m.Key)
+			default:
+				err = fmt.Errorf("line %d: unknown key %q in a channel mapping (it takes room and key)", key.Line, key.Value)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("line %d: a channel mapping is a room ID or {room: …, key: …}", node.Line)
+}
+
+// validKey reports whether a channel key can be sent in a JOIN: not
+// empty, no spaces, commas, colons in front or line breaks.
+func validKey(key string) bool {
+	return key != "" && key[0] != ':' && !strings.ContainsAny(key, " ,\a\r\n\x00")
 }
 
 // SASLConfig are SASL PLAIN credentials.
@@ -317,12 +362,15 @@ func (n *NetworkConfig) validate(prefix string) error {
 	if n.Reconnect.Max < n.Reconnect.Min {
 		bad("reconnect", "max (%s) is below min (%s)", n.Reconnect.Max, n.Reconnect.Min)
 	}
-	for ch, room := range n.Mappings {
+	for ch, m := range n.Mappings {
 		if !plausibleChannel(ch) {
 			bad("mappings", "%q is not an IRC channel name", ch)
 		}
-		if len(room) < 2 || room[0] != '!' || strings.ContainsAny(string(room), " /") {
-			bad("mappings", "%s: %q is not a room ID (!…)", ch, room)
+		if !validRoomID(m.Room) {
+			bad("mappings", "%s: %q is not a room ID (!…)", ch, m.Room)
+		}
+		if m.Key != "" && !validKey(m.Key) { // the key itself is a secret: not in the error
+			bad("mappings", "%s: the key must have no spaces, commas or line breaks, nor start with \":\"", ch)
 		}
 	}
 	for i, ch := range n.Channels {

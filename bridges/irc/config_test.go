@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"maunium.net/go/mautrix/id"
 
 	"github.com/switchboard-im/switchboard/framework"
 )
@@ -48,6 +47,7 @@ networks:
     idle_timeout: 90m
     mappings:
       "#matrix": "!abc:example.org"
+      "#keyed": {room: "!def:example.org", key: "s3cret"}
     channels: ["#switchboard"]
 `)
 	if err != nil {
@@ -68,7 +68,8 @@ networks:
 		{"max_lines", n.MaxLines, 5},
 		{"netsplit_grace", n.NetsplitGrace, time.Minute},
 		{"reconnect", n.Reconnect, Backoff{Min: 2 * time.Second, Max: 5 * time.Minute}},
-		{"mappings", n.Mappings["#matrix"], id.RoomID("!abc:example.org")},
+		{"mappings", n.Mappings["#matrix"], ChannelMapping{Room: "!abc:example.org"}},
+		{"mappings with a key", n.Mappings["#keyed"], ChannelMapping{Room: "!def:example.org", Key: "s3cret"}},
 		{"media_url", cfg.mediaBase(), "http://127.0.0.1:8008/_matrix/client/v1/media/download"},
 	}
 	for _, c := range checks {
@@ -92,6 +93,10 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"networks:\n  - id: a\n    host: h\n    sasl: {account: x}", "networks[0].sasl: needs account and password"},
 		{"networks:\n  - id: a\n    host: h\n    mappings: {'#x': 'room'}", "networks[0].mappings:"},
 		{"networks:\n  - id: a\n    host: h\n    mappings: {'x': '!r:s'}", "networks[0].mappings:"},
+		{"networks:\n  - id: a\n    host: h\n    mappings: {'#x': {room: 'room', key: k}}", "networks[0].mappings: #x: \"room\" is not a room ID"},
+		{"networks:\n  - id: a\n    host: h\n    mappings: {'#x': {room: '!r:s', key: 'two words'}}", "networks[0].mappings: #x: the key must have no spaces"},
+		{"networks:\n  - id: a\n    host: h\n    mappings: {'#x': {room: '!r:s', keys: k}}", `unknown key "keys" in a channel mapping`},
+		{"networks:\n  - id: a\n    host: h\n    mappings: {'#x': ['!r:s']}", "a channel mapping is a room ID or {room: …, key: …}"},
 		{"networks:\n  - id: a\n    host: h\n    channels: ['nochan']", "networks[0].channels[0]:"},
 		{"networks:\n  - id: a\n    host: h\n    reconnect: {min: 10s, max: 1s}", "networks[0].reconnect: max"},
 		{"networks:\n  - id: a\n    host: h\n    max_lines: -1", "networks[0].max_lines:"},

@@ -36,6 +36,11 @@ func (n *network) onBotEvent(conn *ircx.Conn, ev *ircx.Event) {
 	self := from != "" && n.equal(from, conn.Nick())
 	switch m.Command {
 	case "JOIN":
+		if self {
+			for ch := range strings.SplitSeq(m.Param(0), ",") {
+				n.resetBotRefusal(ch)
+			}
+		}
 		if self || !isUser || n.isBridge(from) {
 			return
 		}
@@ -104,10 +109,16 @@ func (n *network) onBotEvent(conn *ircx.Conn, ev *ircx.Event) {
 			n.report(n.c.br.SetPortalInfo(ctx, n.portalID(ch), by, "", topic), "topic", ch)
 		})
 	case "MODE":
-		if ch := m.Param(0); conn.ISupport().IsChannel(ch) && len(m.Params) > 1 &&
-			strings.ContainsAny(m.Params[1], conn.ISupport().PrefixModes) {
-			n.schedulePowerSync(ch)
+		if ch := m.Param(0); conn.ISupport().IsChannel(ch) && len(m.Params) > 1 {
+			if strings.ContainsAny(m.Params[1], conn.ISupport().PrefixModes) {
+				n.schedulePowerSync(ch)
+			}
+			if strings.IndexByte(m.Params[1], 'k') >= 0 {
+				n.keyChanged(conn, ch)
+			}
 		}
+	case "471", "473", "474", "475": // the bot's JOIN refused: full, invite-only, banned, bad key
+		n.botJoinRefused(m.Command, m.Param(1), m.Trailing())
 	case "PRIVMSG", "NOTICE":
 		target := m.Param(0)
 		if m.Command == "PRIVMSG" && isUser && !n.isBridge(from) && n.equal(target, conn.Nick()) {
@@ -218,6 +229,7 @@ func (n *network) onNick(conn *ircx.Conn, ev *ircx.Event, from, to string) {
 	if n.equal(to, conn.Nick()) {
 		return // the bot
 	}
+	n.dmNickChanged(from, to, "")
 	sameGhost := n.fold(from) == n.fold(to)
 	for _, ch := range ev.Channels {
 		pid := n.portalID(ch)
@@ -484,6 +496,7 @@ func (c *core) DirectChat(ctx context.Context, user *bridge.User, ghost id.UserI
 	if err != nil {
 		return "", bridge.RemoteUser{}, err
 	}
+	n.addDM(folded, user.ID)
 	return dmPortalID(n.cfg.ID, folded, user.ID), n.remoteUser(n.currentNick(folded)), nil
 }
 
@@ -560,7 +573,9 @@ func (n *network) directMessage(p *puppet, ev *ircx.Event, from string) {
 	if ev.ServerTime {
 		msg.Timestamp = ev.Time
 	}
-	n.lane(pid, func(ctx context.Context) {
+	// On the user's direct chat lane: after the moves of the nick
+	// changes read before it (dm.go).
+	n.lane(n.dmLane(p.userID), func(ctx context.Context) {
 		portal, err := n.c.br.Portal(ctx, pid)
 		if err != nil {
 			n.report(err, "direct message", from)
@@ -579,6 +594,7 @@ func (n *network) directMessage(p *puppet, ev *ircx.Event, from string) {
 				n.report(err, "direct chat", from)
 				return
 			}
+			n.addDM(n.fold(from), p.userID)
 		}
 		_, err = n.c.br.RemoteMessage(ctx, msg)
 		n.report(err, "direct message", from)

@@ -316,7 +316,10 @@ func (c *core) PortalUnlinked(ctx context.Context, p *bridge.Portal) {
 	if err != nil || channel == "" {
 		return
 	}
-	n.lane(p.ID, func(ctx context.Context) { n.leaveChannel(ctx, channel) })
+	n.lane(p.ID, func(ctx context.Context) {
+		n.leaveChannel(ctx, channel)
+		n.forgetKey(ctx, channel)
+	})
 }
 
 // MatrixMembership connects a Matrix user's puppet and joins it to the

@@ -45,6 +45,13 @@ type network struct {
 	downWhy   string
 	powerDue  map[string]bool        // channels with a power level sync scheduled
 	questions map[string][]*question // WHOIS and NAMES asked by the bot, by question (events.go)
+	// keys are the channels' keys (+k), by folded channel (keys.go);
+	// joinRefused the channels whose room was told the bot cannot join.
+	keys        map[string]storedKey
+	joinRefused map[string]bool
+	// dms are the direct chats, by the IRC user's folded nick: the Matrix
+	// users who have one (dm.go).
+	dms map[string]map[id.UserID]bool
 
 	splits *splitDebouncer // netsplit quits in their grace period
 	// restored: the puppets of the users in portal rooms were brought
@@ -64,6 +71,10 @@ func newNetwork(c *core, cfg *NetworkConfig) *network {
 		reclaim:   map[string]*puppet{},
 		powerDue:  map[string]bool{},
 		questions: map[string][]*question{},
+
+		keys:        map[string]storedKey{},
+		joinRefused: map[string]bool{},
+		dms:         map[string]map[id.UserID]bool{},
 	}
 	n.caseMapping.Store(uint32(ircx.RFC1459))
 	n.splits = newSplitDebouncer(cfg.NetsplitGrace, time.Now, n.fold)
@@ -117,6 +128,12 @@ func (n *network) start(ctx context.Context) error {
 		return fmt.Errorf("network %s: %w", n.cfg.ID, err)
 	} else if found {
 		n.caseMapping.Store(uint32(parseCaseMapping(cm)))
+	}
+	if err := n.loadKeys(ctx); err != nil {
+		return fmt.Errorf("network %s: channel keys: %w", n.cfg.ID, err)
+	}
+	if err := n.loadDMs(ctx); err != nil {
+		return fmt.Errorf("network %s: direct chats: %w", n.cfg.ID, err)
 	}
 	n.c.wg.Add(3)
 	go n.run()
@@ -417,44 +434,16 @@ func (n *network) joinChannels(ctx context.Context) {
 			add(ch)
 		}
 	}
-	if err := sendJoins(ctx, n.bot, channels); err != nil {
+	if err := n.sendJoins(ctx, n.bot, channels); err != nil {
 		n.log.Warn().Err(err).Msg("Failed to join the bridged channels")
 	}
-}
-
-// sendJoins joins channels in JOIN lines of up to ~400 bytes (and the
-// server's TARGMAX for JOIN).
-func sendJoins(ctx context.Context, conn *ircx.Conn, channels []string) error {
-	maxTargets := 0
-	if is := conn.ISupport(); is.TargMax != nil {
-		maxTargets = is.TargMax["JOIN"]
-	}
-	var batch []string
-	size := 0
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		err := conn.Send(ctx, &irc.Message{Command: "JOIN", Params: []string{strings.Join(batch, ",")}})
-		batch, size = batch[:0], 0
-		return err
-	}
-	for _, ch := range channels {
-		if size+len(ch)+1 > 400 || (maxTargets > 0 && len(batch) >= maxTargets) {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-		batch = append(batch, ch)
-		size += len(ch) + 1
-	}
-	return flush()
 }
 
 // applyMappings links the configured channel → room mappings that are
 // not linked yet.
 func (n *network) applyMappings(ctx context.Context) {
-	for ch, room := range n.cfg.Mappings {
+	for ch, m := range n.cfg.Mappings {
+		room := m.Room
 		p, err := n.c.br.Portal(ctx, n.portalID(ch))
 		if err != nil {
 			n.log.Warn().Err(err).Msg("Failed to load a mapped portal")
@@ -466,6 +455,11 @@ func (n *network) applyMappings(ctx context.Context) {
 			n.log.Warn().Str("channel", ch).Stringer("mapped_room", room).Stringer("room_id", current).
 				Msg("The mapped channel is bridged to another room; unlink it there first")
 		default:
+			if m.Key != "" && n.channelKey(ch) == "" { // forgotten when the room was unlinked
+				if err := n.storeKey(ctx, ch, storedKey{Key: m.Key, Config: m.Key}); err != nil {
+					n.log.Warn().Err(err).Str("channel", ch).Msg("Failed to store a mapped channel's key")
+				}
+			}
 			if _, _, err := n.c.br.Link(ctx, room, p.ID, n.c.br.AS.Config.BotID()); err != nil {
 				n.log.Warn().Err(err).Str("channel", ch).Stringer("room_id", room).Msg("Failed to link a mapped channel (invite the bridge bot to the room)")
 			}
@@ -488,7 +482,7 @@ func (n *network) ensureBotIn(ctx context.Context, channel string) {
 	if !n.bot.Connected() {
 		return // joined when the bot connects
 	}
-	if err := n.bot.Send(ctx, &irc.Message{Command: "JOIN", Params: []string{channel}}); err != nil {
+	if err := n.bot.Send(ctx, n.joinLine(channel)); err != nil {
 		n.log.Warn().Err(err).Str("channel", channel).Msg("Bot failed to join a channel")
 	}
 }

@@ -33,8 +33,9 @@ import (
 //	     → {"servers": [{"network_id", "desc", "bot_user_id", "fields": {"network", "domain"}}]}
 //	POST /_matrix/provision/querylink {"remote_room_server", "remote_room_channel"}
 //	     → {"operators": ["nick", …]}
-//	POST /_matrix/provision/link {"matrix_room_id", "remote_room_server", "remote_room_channel", "op_nick"}
-//	     → {}: the op is asked on IRC; the room is told the outcome
+//	POST /_matrix/provision/link {"matrix_room_id", "remote_room_server", "remote_room_channel", "op_nick", "key"}
+//	     → {}: the op is asked on IRC; the room is told the outcome; key
+//	     is the channel's key (+k), if it has one
 //	POST /_matrix/provision/unlink {"matrix_room_id", "remote_room_server", "remote_room_channel"} → {}
 //	GET  /_matrix/provision/listlinks/{roomId}
 //	     → [{"matrix_room_id", "remote_room_server", "remote_room_channel"}]
@@ -73,16 +74,15 @@ const (
 // matrix-appservice-irc's errcodes (and matrix-appservice-bridge's
 // M_AS_*), with the HTTP status each goes with.
 const (
-	errcodeBadValue        = "M_AS_BAD_VALUE"             // 400
-	errcodeUnsupported     = "M_AS_UNSUPPORTED_OPERATION" // 400
-	errcodeBadOpTarget     = "IRC_BAD_OPERATOR_TARGET"    // 400
-	errcodeNotEnoughPower  = "IRC_NOT_ENOUGH_POWER"       // 403
-	errcodeUnknownNetwork  = "IRC_UNKNOWN_NETWORK"        // 404
-	errcodeUnknownChannel  = "IRC_UNKNOWN_CHANNEL"        // 404
-	errcodeUnknownRoom     = "IRC_UNKNOWN_ROOM"           // 404
-	errcodeDoubleBridge    = "IRC_DOUBLE_BRIDGE"          // 409
-	errcodeExistingMapping = "IRC_EXISTING_MAPPING"       // 409
-	errcodeExistingRequest = "IRC_EXISTING_REQUEST"       // 409
+	errcodeBadValue        = "M_AS_BAD_VALUE"          // 400
+	errcodeBadOpTarget     = "IRC_BAD_OPERATOR_TARGET" // 400
+	errcodeNotEnoughPower  = "IRC_NOT_ENOUGH_POWER"    // 403
+	errcodeUnknownNetwork  = "IRC_UNKNOWN_NETWORK"     // 404
+	errcodeUnknownChannel  = "IRC_UNKNOWN_CHANNEL"     // 404
+	errcodeUnknownRoom     = "IRC_UNKNOWN_ROOM"        // 404
+	errcodeDoubleBridge    = "IRC_DOUBLE_BRIDGE"       // 409
+	errcodeExistingMapping = "IRC_EXISTING_MAPPING"    // 409
+	errcodeExistingRequest = "IRC_EXISTING_REQUEST"    // 409
 )
 
 func provError(w http.ResponseWriter, status int, errcode, format string, args ...any) {
@@ -110,6 +110,7 @@ type linkRequest struct {
 	room     id.RoomID
 	user     id.UserID
 	op       string // as the channel lists it
+	key      string // the channel's key, "" for none
 	answer   chan bool
 }
 
@@ -330,8 +331,8 @@ func (p *provisioner) link(w http.ResponseWriter, r *provRequest) {
 	if !ok {
 		return
 	}
-	if req.Key != "" {
-		provError(w, http.StatusBadRequest, errcodeUnsupported, "Channels with a key cannot be bridged")
+	if req.Key != "" && !validKey(req.Key) {
+		provError(w, http.StatusBadRequest, errcodeBadValue, "key must have no spaces, commas or line breaks, nor start with ':'")
 		return
 	}
 	admin := r.admin()
@@ -358,7 +359,7 @@ func (p *provisioner) link(w http.ResponseWriter, r *provRequest) {
 		if u != nil {
 			by = u.ID
 		}
-		if err := p.doLink(ctx, n, req.Channel, portalID, req.RoomID, by, ""); err != nil {
+		if err := p.doLink(ctx, n, req.Channel, portalID, req.RoomID, by, "", req.Key); err != nil {
 			p.linkError(w, err)
 			return
 		}
@@ -366,7 +367,7 @@ func (p *provisioner) link(w http.ResponseWriter, r *provRequest) {
 		return
 	}
 
-	if perr := p.requestApproval(ctx, n, req.Channel, portalID, req.RoomID, u.ID, req.OpNick); perr != nil {
+	if perr := p.requestApproval(ctx, n, req.Channel, portalID, req.RoomID, u.ID, req.OpNick, req.Key); perr != nil {
 		provError(w, perr.status, perr.errcode, "%s", perr.msg)
 		return
 	}
@@ -386,8 +387,9 @@ func (e *approvalError) Error() string { return e.msg }
 
 // requestApproval asks opNick, an operator of channel, to approve linking
 // room to it for user (a private message from the bot), tells the room,
-// and links once they answer yes (in the background).
-func (p *provisioner) requestApproval(ctx context.Context, n *network, channel, portalID string, room id.RoomID, user id.UserID, opNick string) *approvalError {
+// and links once they answer yes (in the background), with the channel's
+// key when it has one.
+func (p *provisioner) requestApproval(ctx context.Context, n *network, channel, portalID string, room id.RoomID, user id.UserID, opNick, key string) *approvalError {
 	members, is, err := n.members(ctx, channel)
 	if err != nil {
 		return &approvalError{http.StatusBadGateway, "M_UNKNOWN", fmt.Sprintf("Could not list the members of %s: %v", channel, err)}
@@ -404,7 +406,7 @@ func (p *provisioner) requestApproval(ctx context.Context, n *network, channel, 
 	case !isOp(is, *op) || n.isBridge(op.Nick):
 		return &approvalError{http.StatusBadRequest, errcodeBadOpTarget, fmt.Sprintf("Provided user is not an op of %s.", channel)}
 	}
-	lr := &linkRequest{n: n, channel: channel, portalID: portalID, room: room, user: user, op: op.Nick, answer: make(chan bool, 1)}
+	lr := &linkRequest{n: n, channel: channel, portalID: portalID, room: room, user: user, op: op.Nick, key: key, answer: make(chan bool, 1)}
 	if errcode, msg := p.register(lr); errcode != "" {
 		return &approvalError{http.StatusConflict, errcode, msg}
 	}
@@ -482,8 +484,8 @@ func (p *provisioner) linkError(w http.ResponseWriter, err error) {
 }
 
 // doLink links the room as the link command does, and tells the room.
-func (p *provisioner) doLink(ctx context.Context, n *network, channel, portalID string, room id.RoomID, by id.UserID, approvedBy string) error {
-	_, warning, err := p.c.br.Link(ctx, room, portalID, by)
+func (p *provisioner) doLink(ctx context.Context, n *network, channel, portalID string, room id.RoomID, by id.UserID, approvedBy, key string) error {
+	_, warning, err := n.link(ctx, room, channel, portalID, by, key)
 	if err != nil {
 		return err
 	}
@@ -583,7 +585,7 @@ func (p *provisioner) await(ctx context.Context, lr *linkRequest) {
 		lr.n.say(ctx, lr.op, fmt.Sprintf("You are no longer an operator of %s: the room is not bridged.", lr.channel))
 		return
 	}
-	if err := p.doLink(ctx, lr.n, lr.channel, lr.portalID, lr.room, lr.user, lr.op); err != nil {
+	if err := p.doLink(ctx, lr.n, lr.channel, lr.portalID, lr.room, lr.user, lr.op, lr.key); err != nil {
 		p.c.log.Warn().Err(err).Str("portal", lr.portalID).Stringer("room_id", lr.room).Msg("Approved link failed")
 		p.tellRoom(ctx, lr.room, fmt.Sprintf("Bridging this room to %s on %s failed: %v", lr.channel, lr.n.cfg.Name, err))
 		lr.n.say(ctx, lr.op, fmt.Sprintf("Bridging %s failed: %v", lr.channel, err))

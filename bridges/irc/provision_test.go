@@ -185,7 +185,7 @@ func TestProvisioningAPI(t *testing.T) {
 			{"invalid channel", "POST", "/link", provSecret, linkBody(alice, room, "prov", "opal"), 400, "M_AS_BAD_VALUE"},
 			{"channel missing", "POST", "/link", provSecret, provJSON(map[string]any{"matrix_room_id": room, "remote_room_server": "test", "op_nick": "opal", "user_id": alice.UserID}), 400, "M_AS_BAD_VALUE"},
 			{"not a room ID", "POST", "/link", provSecret, linkBody(alice, "#provroom:"+id.RoomID(server), "#prov", "opal"), 400, "M_AS_BAD_VALUE"},
-			{"channel key", "POST", "/link", provSecret, provJSON(map[string]any{"matrix_room_id": room, "remote_room_server": "test", "remote_room_channel": "#prov", "op_nick": "opal", "key": "sesame", "user_id": alice.UserID}), 400, "M_AS_UNSUPPORTED_OPERATION"},
+			{"channel key IRC cannot take", "POST", "/link", provSecret, provJSON(map[string]any{"matrix_room_id": room, "remote_room_server": "test", "remote_room_channel": "#prov", "op_nick": "opal", "key": "open sesame", "user_id": alice.UserID}), 400, "M_AS_BAD_VALUE"},
 			{"channel of the wrong type", "POST", "/link", provSecret, `{"remote_room_server": "test", "remote_room_channel": 5, "user_id": "` + string(alice.UserID) + `"}`, 400, "M_AS_BAD_VALUE"},
 			{"not JSON", "POST", "/link?user_id=" + string(alice.UserID), provSecret, "link it please", 400, "M_NOT_JSON"},
 			{"users differ", "POST", "/link?user_id=" + string(bob.UserID), provSecret, linkBody(alice, room, "#prov", "opal"), 400, "M_AS_BAD_VALUE"},

@@ -51,6 +51,9 @@ type puppet struct {
 	nickWait  []chan error
 	lastSends map[string]sentMessage // by folded target: what a 404 refers to
 	answers   []*answerWait          // commands waiting for the server's answer
+	// refusedTold: the channels whose refused JOIN the user was told of,
+	// until the puppet gets in (keys.go).
+	refusedTold map[string]bool
 }
 
 type sentMessage struct {
@@ -229,7 +232,7 @@ func (p *puppet) connectLocked(ctx context.Context) error {
 		p.identify(ctx, conn, creds)
 	}
 	if channels := p.wantedChannels(); len(channels) > 0 {
-		if err := sendJoins(ctx, conn, channels); err != nil {
+		if err := n.sendJoins(ctx, conn, channels); err != nil {
 			n.log.Warn().Err(err).Stringer("user", p.userID).Msg("Puppet failed to rejoin its channels")
 		}
 	}
@@ -351,7 +354,7 @@ func (p *puppet) joinLocked(ctx context.Context, channel string) error {
 	if _, ok := conn.MemberCount(channel); ok { // a rejoin in flight got there
 		return nil
 	}
-	if err := conn.Send(ctx, &irc.Message{Command: "JOIN", Params: []string{channel}}); err != nil {
+	if err := conn.Send(ctx, p.n.joinLine(channel)); err != nil {
 		return fmt.Errorf("could not join %s: %s", channel, shortError(err))
 	}
 	t := time.NewTimer(joinTimeout)
@@ -568,16 +571,25 @@ func (p *puppet) onEvent(conn *ircx.Conn, ev *ircx.Event) {
 		if from != "" && p.n.equal(from, conn.Nick()) {
 			for ch := range strings.SplitSeq(m.Param(0), ",") {
 				p.joined(ch, nil)
+				p.resetRefusal(ch)
 			}
 		}
-	case "403", "405", "471", "473", "474", "475", "476", "477", "489":
+	case "471", "473", "474", "475": // full, invite-only, banned, bad key
+		p.joinRefused(m.Command, m.Param(1), m.Trailing())
+		p.joined(m.Param(1), errors.New(m.Trailing()))
+	case "403", "405", "476", "477", "489":
 		p.joined(m.Param(1), errors.New(m.Trailing()))
 	case "KICK":
 		if p.n.equal(m.Param(1), conn.Nick()) {
 			p.unwant(m.Param(0))
 		}
 	case "NICK":
-		if to := m.Param(0); p.n.equal(to, conn.Nick()) {
+		if to := m.Param(0); !p.n.equal(to, conn.Nick()) {
+			// Someone sharing a channel with the puppet: their direct
+			// chat with its user follows, before a private message from
+			// the new nick that this connection reads next.
+			p.n.dmNickChanged(from, to, p.userID)
+		} else {
 			p.n.renameOwn(p, from, to)
 			p.nickAnswered(nil)
 			p.n.mu.Lock()

@@ -191,7 +191,7 @@ func TestPuppetIdent(t *testing.T) {
 }
 
 // Element's "Start chat" with an IRC user's ghost: the room becomes the
-// private conversation with them, both ways.
+// private conversation with them, both ways, under their next nick too.
 func TestDirectChatFromMatrix(t *testing.T) {
 	e := startEnv(t, func(c *Config) {
 		c.Permissions = map[string]bridge.Permission{c.ServerName: bridge.PermissionUser}
@@ -213,6 +213,13 @@ func TestDirectChatFromMatrix(t *testing.T) {
 	bob.Expect(wait, ircMsg("PRIVMSG", "alice[m]", "Bob", "hi Bob, privately"))
 	bob.Send("PRIVMSG alice[m] :hello back")
 	testkit.WaitForEvent(t, alice, dm.RoomID, from(e.ghost("bob"), testkit.HasBody("hello back")), wait)
+	// It follows Bob's nick change (dm_test.go has the details).
+	bob.Send("NICK Bobby")
+	testkit.WaitForJoin(t, alice, dm.RoomID, e.ghost("bobby"), wait)
+	e.sendText(alice, dm.RoomID, "still there?")
+	bob.Expect(wait, ircMsg("PRIVMSG", "alice[m]", "bobby", "still there?"))
+	bob.Send("PRIVMSG alice[m] :as Bobby")
+	testkit.WaitForEvent(t, alice, dm.RoomID, from(e.ghost("bobby"), testkit.HasBody("as Bobby")), wait)
 
 	// A ghost of no valid nick refuses the invite.
 	bad := id.NewUserID(e.cfg.GhostPrefix+"test_1nvalid", e.kit.ServerName)

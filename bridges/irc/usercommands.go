@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"gopkg.in/irc.v3"
-	"maunium.net/go/mautrix"
 
 	"github.com/switchboard-im/switchboard/framework/bot"
 )
@@ -54,9 +53,7 @@ func (c *core) cmdStorePass(ctx context.Context, cc *bot.CommandContext) error {
 		return err
 	}
 	// The password is out: remove it from the room, wherever it was sent.
-	if _, rerr := c.br.AS.Bot().RedactEvent(ctx, cc.RoomID(), cc.Event.ID, mautrix.ReqRedact{Reason: "contained a password"}); rerr != nil {
-		c.log.Warn().Err(rerr).Msg("Could not redact a storepass command")
-	}
+	c.redactSecret(ctx, cc, "contained a password")
 	if room := u.ManagementRoom(); room == "" || room != cc.RoomID() {
 		return bot.Errorf("Not stored: send `storepass` in your management room (a direct chat with %s). "+
 			"Your message was removed, but others in this room may have read it: change that password.", c.br.AS.Config.BotID())

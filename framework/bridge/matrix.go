@@ -45,9 +45,21 @@ func (b *Bridge) handleMatrixEvent(ctx context.Context, evt *event.Event) {
 	// Deliveries hold the portal's remote events back until the message
 	// map is written, so a remote reply to a message just sent finds it.
 	deliver := func(f func(context.Context, *Portal, *event.Event) error) error {
-		portal.remote.Lock()
-		defer portal.remote.Unlock()
-		return f(ctx, portal, evt)
+		for p := portal; p != nil; {
+			p.remote.Lock()
+			if p.RoomID() == evt.RoomID {
+				defer p.remote.Unlock()
+				return f(ctx, p, evt)
+			}
+			p.remote.Unlock()
+			// The portal changed its ID (ChangePortalID) or was unlinked
+			// while this waited.
+			var lookupErr error
+			if p, lookupErr = b.PortalByRoom(ctx, evt.RoomID); lookupErr != nil {
+				return lookupErr
+			}
+		}
+		return nil
 	}
 	switch evt.Type {
 	case event.EventMessage, event.EventSticker:

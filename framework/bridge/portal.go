@@ -93,17 +93,44 @@ func (b *Bridge) Portal(ctx context.Context, portalID string) (*Portal, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	p, err := b.loadPortal(ctx, portalID)
+	if err == nil && p == nil {
+		p = &Portal{ID: portalID, bridge: b, relay: b.Config.Relay.Enabled && b.Config.Relay.Default}
+		_, err = b.DB.Exec(ctx, `INSERT INTO bridge_portals (portal_id, relay, created_at) VALUES ($1, $2, $3)`,
+			portalID, p.relay, time.Now().UnixMilli())
+		if err == nil {
+			b.cachePortal(p)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("portal %s: %w", portalID, err)
+	}
+	return p, nil
+}
+
+// existingPortal returns the portal of portalID, or nil when there is no
+// record of it (where Portal would make one).
+func (b *Bridge) existingPortal(ctx context.Context, portalID string) (*Portal, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p, err := b.loadPortal(ctx, portalID)
+	if err != nil {
+		return nil, fmt.Errorf("portal %s: %w", portalID, err)
+	}
+	return p, nil
+}
+
+// loadPortal returns the portal of portalID from the cache or the
+// database (and caches it), or nil; b.mu is held.
+func (b *Bridge) loadPortal(ctx context.Context, portalID string) (*Portal, error) {
 	if p := b.portalsByID[portalID]; p != nil {
 		return p, nil
 	}
 	p, err := b.scanPortal(b.DB.QueryRow(ctx, `SELECT `+portalColumns+` FROM bridge_portals WHERE portal_id = $1`, portalID))
 	if errors.Is(err, sql.ErrNoRows) {
-		p = &Portal{ID: portalID, bridge: b, relay: b.Config.Relay.Enabled && b.Config.Relay.Default}
-		_, err = b.DB.Exec(ctx, `INSERT INTO bridge_portals (portal_id, relay, created_at) VALUES ($1, $2, $3)`,
-			portalID, p.relay, time.Now().UnixMilli())
-	}
-	if err != nil {
-		return nil, fmt.Errorf("portal %s: %w", portalID, err)
+		return nil, nil
+	} else if err != nil {
+		return nil, err
 	}
 	b.cachePortal(p)
 	return p, nil
@@ -422,6 +449,17 @@ func (p *Portal) sendBridgeInfo(ctx context.Context, info *ChannelInfo) error {
 	return err
 }
 
+// clearBridgeInfo empties the room's bridge info (m.bridge and
+// uk.half-shot.bridge) of stateKey.
+func (b *Bridge) clearBridgeInfo(ctx context.Context, room id.RoomID, stateKey string) {
+	empty := map[string]any{}
+	for _, t := range []event.Type{event.StateBridge, event.StateHalfShotBridge} {
+		if _, err := b.AS.Bot().SendStateEvent(ctx, room, t, stateKey, empty); err != nil {
+			b.Log.Debug().Err(err).Stringer("room_id", room).Msg("Could not clear bridge info")
+		}
+	}
+}
+
 // Unlink ends the bridging of a portal's room: its ghosts leave, the bridge
 // info is removed, the message map is forgotten, and the bot leaves a
 // linked room (a room the bridge created stays, without ghosts).
@@ -447,12 +485,7 @@ func (b *Bridge) Unlink(ctx context.Context, p *Portal) error {
 		}
 	}
 	bot := b.AS.Bot()
-	empty := map[string]any{}
-	for _, t := range []event.Type{event.StateBridge, event.StateHalfShotBridge} {
-		if _, err := bot.SendStateEvent(ctx, room, t, p.bridgeStateKey(), empty); err != nil {
-			b.Log.Debug().Err(err).Stringer("room_id", room).Msg("Could not clear bridge info")
-		}
-	}
+	b.clearBridgeInfo(ctx, room, p.bridgeStateKey())
 	linked := p.Linked()
 	err = b.DB.DoTxn(ctx, nil, func(ctx context.Context) error {
 		if _, err := b.DB.Exec(ctx, `DELETE FROM bridge_messages WHERE portal_id = $1`, p.ID); err != nil {
