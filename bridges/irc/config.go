@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -261,6 +262,20 @@ func (c *Config) mediaBase() string {
 	return strings.TrimRight(c.HomeserverURL, "/") + "/_matrix/client/v1/media/download"
 }
 
+// EnvPassword and EnvSASLPassword name the environment variables that,
+// when set, override the network's password and sasl.password, so that
+// secrets need not be in the file: SWITCHBOARD_IRC_{ID}_PASSWORD and
+// SWITCHBOARD_IRC_{ID}_SASL_PASSWORD, the ID in capitals with '-' as '_'.
+func (n *NetworkConfig) EnvPassword() string { return n.envPrefix() + "PASSWORD" }
+
+func (n *NetworkConfig) EnvSASLPassword() string { return n.envPrefix() + "SASL_PASSWORD" }
+
+func (n *NetworkConfig) envPrefix() string {
+	return "SWITCHBOARD_IRC_" + strings.ToUpper(strings.ReplaceAll(n.ID, "-", "_")) + "_"
+}
+
+// validate checks the network's config, filling in defaults and the
+// secrets given in the environment.
 func (n *NetworkConfig) validate(prefix string) error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
@@ -283,8 +298,19 @@ func (n *NetworkConfig) validate(prefix string) error {
 	} else if n.Port < 0 || n.Port > 65535 {
 		bad("port", "must be 1-65535, got %d", n.Port)
 	}
+	// Secrets may come from the environment instead of the file.
+	if v := os.Getenv(n.EnvPassword()); v != "" && n.ID != "" {
+		n.Password = v
+	}
+	if v := os.Getenv(n.EnvSASLPassword()); v != "" && n.ID != "" {
+		if n.SASL == nil {
+			bad("sasl", "%s is set, but there is no sasl section to give the account", n.EnvSASLPassword())
+		} else {
+			n.SASL.Password = v
+		}
+	}
 	if n.SASL != nil && (n.SASL.Account == "" || n.SASL.Password == "") {
-		bad("sasl", "needs account and password")
+		bad("sasl", "needs account and password (the password may come from %s)", n.EnvSASLPassword())
 	}
 	if n.BotNick == "" {
 		n.BotNick = "mxbridge"

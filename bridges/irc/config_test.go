@@ -217,3 +217,43 @@ func TestPortalIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigSecretsFromEnvironment: a network's password and SASL
+// password may be given in the environment instead of the file.
+func TestConfigSecretsFromEnvironment(t *testing.T) {
+	const networks = `
+networks:
+  - id: oftc-net
+    host: irc.oftc.net
+    password: from-file
+    sasl: {account: bridge}
+  - id: libera
+    host: irc.libera.chat
+`
+	t.Setenv("SWITCHBOARD_IRC_OFTC_NET_PASSWORD", "server-secret")
+	t.Setenv("SWITCHBOARD_IRC_OFTC_NET_SASL_PASSWORD", "sasl-secret")
+	cfg, err := loadYAML(t, baseYAML+networks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oftc, libera := cfg.Networks[0], cfg.Networks[1]
+	if oftc.Password != "server-secret" || oftc.SASL.Password != "sasl-secret" || oftc.SASL.Account != "bridge" || libera.Password != "" {
+		t.Fatalf("oftc password %q, sasl %+v; libera password %q", oftc.Password, oftc.SASL, libera.Password)
+	}
+	if oftc.EnvPassword() != "SWITCHBOARD_IRC_OFTC_NET_PASSWORD" {
+		t.Fatalf("EnvPassword = %s", oftc.EnvPassword())
+	}
+	// Without the variable, the SASL section misses its password, and the
+	// error says where it may come from.
+	t.Setenv("SWITCHBOARD_IRC_OFTC_NET_SASL_PASSWORD", "")
+	if _, err := loadYAML(t, baseYAML+networks); err == nil || !strings.Contains(err.Error(), "networks[0].sasl") ||
+		!strings.Contains(err.Error(), "SWITCHBOARD_IRC_OFTC_NET_SASL_PASSWORD") {
+		t.Fatalf("missing SASL password: %v", err)
+	}
+	// A SASL password for a network without a sasl section is an error.
+	t.Setenv("SWITCHBOARD_IRC_LIBERA_SASL_PASSWORD", "x")
+	t.Setenv("SWITCHBOARD_IRC_OFTC_NET_SASL_PASSWORD", "sasl-secret")
+	if _, err := loadYAML(t, baseYAML+networks); err == nil || !strings.Contains(err.Error(), "networks[1].sasl") {
+		t.Fatalf("SASL password without an account: %v", err)
+	}
+}
