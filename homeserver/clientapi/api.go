@@ -71,6 +71,8 @@ type API struct {
 	failedLoginLimit *ratelimit.Limiter // per account
 	registerLimit    *ratelimit.Limiter // per IP
 	adminRegLimit    *ratelimit.Limiter // per IP
+	hierarchyLimit   *ratelimit.Limiter // per user
+	previewLimit     *ratelimit.Limiter // per user, fetches only
 }
 
 // New builds the client API.
@@ -90,6 +92,8 @@ func New(d Deps) *API {
 		failedLoginLimit: ratelimit.New(cfg.RateLimits.FailedLogin),
 		registerLimit:    ratelimit.New(cfg.RateLimits.Register),
 		adminRegLimit:    ratelimit.New(cfg.RateLimits.AdminRegister),
+		hierarchyLimit:   ratelimit.New(cfg.RateLimits.Hierarchy),
+		previewLimit:     ratelimit.New(cfg.RateLimits.URLPreview),
 	}
 }
 

@@ -108,10 +108,13 @@ func parseHierarchyToken(raw string, p *hierarchyParams) (*hierarchyToken, bool)
 // may see (and only their children are walked).
 func (a *API) getHierarchy(c *gin.Context, sess *storage.Session) {
 	rootID, ok := roomIDFromPath(c)
-	if !ok {
+	// Per user (rate_limits.hierarchy): each request walks the tree from
+	// its root, so a client paging through a big space at full speed would
+	// keep the database busy.
+	if !ok || !limit(c, a.hierarchyLimit, string(sess.UserID)) {
 		return
 	}
-	limit, ok := queryLimit(c, hierarchyDefaultLimit, 1, hierarchyMaxLimit)
+	pageSize, ok := queryLimit(c, hierarchyDefaultLimit, 1, hierarchyMaxLimit)
 	if !ok {
 		return
 	}
@@ -161,7 +164,7 @@ func (a *API) getHierarchy(c *gin.Context, sess *storage.Session) {
 		return
 	}
 
-	page, next, err := w.page(ctx, from, limit)
+	page, next, err := w.page(ctx, from, pageSize)
 	if err != nil {
 		a.internalError(c, err)
 		return

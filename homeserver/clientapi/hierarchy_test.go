@@ -13,6 +13,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/homeserver/hstest"
 	"github.com/switchboard-im/switchboard/internal/testdb"
 )
@@ -354,4 +355,23 @@ func TestHierarchy(t *testing.T) {
 				"Subspace", "Added", "Suggested", "Other", "Space", "Rules", "Members only", "World readable", "Invited")
 		})
 	})
+}
+
+// TestHierarchyRateLimit: hierarchy requests are limited per user
+// (rate_limits.hierarchy), each walking the tree.
+func TestHierarchyRateLimit(t *testing.T) {
+	srv := hstest.Start(t, testdb.SQLiteURI(t), func(c *config.Config) {
+		c.RateLimits.Hierarchy = config.RateLimit{PerSecond: 0.1, Burst: 3}
+	})
+	alice, bob := srv.NewUser("alice"), srv.NewUser("bob")
+	alice.DefaultHTTPRetries = 0
+	space := mustCreate(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", CreationContent: map[string]any{"type": event.RoomTypeSpace}})
+	var limited error
+	for i := 0; i < 10 && limited == nil; i++ {
+		_, limited = alice.Hierarchy(ctx, space, &mautrix.ReqHierarchy{})
+	}
+	rlCheckLimited(t, limited, 20*time.Second)
+	if _, err := bob.Hierarchy(ctx, space, &mautrix.ReqHierarchy{}); err != nil {
+		t.Fatalf("bob's request while alice is limited: %v", err)
+	}
 }

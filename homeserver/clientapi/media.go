@@ -13,7 +13,6 @@ import (
 
 	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/homeserver/media"
-	"github.com/switchboard-im/switchboard/homeserver/ratelimit"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
 	"github.com/switchboard-im/switchboard/internal/netguard"
 )
@@ -42,7 +41,6 @@ const (
 // URL previews answer on both, with an access token, when
 // media.url_preview is on.
 func (a *API) registerMedia(r gin.IRouter) {
-	previews := &previews{API: a, limit: ratelimit.New(previewFetchRateLimit)}
 	legacyDownload, legacyThumbnail := a.legacyMedia("download", a.serveMedia), a.legacyMedia("thumbnail", a.serveThumbnail)
 	for _, version := range []string{"v3", "r0"} {
 		g := r.Group("/_matrix/media/" + version)
@@ -51,7 +49,7 @@ func (a *API) registerMedia(r gin.IRouter) {
 		g.GET("/download/:serverName/:mediaID", legacyDownload)
 		g.GET("/download/:serverName/:mediaID/:fileName", legacyDownload)
 		g.GET("/thumbnail/:serverName/:mediaID", legacyThumbnail)
-		g.GET("/preview_url", a.authed(previews.getPreviewURL))
+		g.GET("/preview_url", a.authed(a.getPreviewURL))
 	}
 	r.PUT("/_matrix/media/v3/upload/:serverName/:mediaID", a.authed(a.putUpload))
 	r.POST("/_matrix/media/v1/create", a.authed(a.postCreateMedia))
@@ -60,7 +58,7 @@ func (a *API) registerMedia(r gin.IRouter) {
 	g.GET("/download/:serverName/:mediaID", a.authed(a.getDownload))
 	g.GET("/download/:serverName/:mediaID/:fileName", a.authed(a.getDownload))
 	g.GET("/thumbnail/:serverName/:mediaID", a.authed(a.getThumbnail))
-	g.GET("/preview_url", a.authed(previews.getPreviewURL))
+	g.GET("/preview_url", a.authed(a.getPreviewURL))
 }
 
 func (a *API) getMediaConfig(c *gin.Context, _ *storage.Session) {
@@ -283,17 +281,6 @@ func (a *API) serveThumbnail(c *gin.Context) {
 	media.ServeThumbnail(c.Writer, c.Request, thumb)
 }
 
-// previewFetchRateLimit is per user and counts the previews that fetch a
-// page (those not cached): a timeline full of links at once, then one
-// every two seconds. (Not in the config file yet: rate_limits.url_preview
-// would be.)
-var previewFetchRateLimit = config.RateLimit{PerSecond: 0.5, Burst: 20}
-
-type previews struct {
-	*API
-	limit *ratelimit.Limiter
-}
-
 // previewRateLimited refuses a preview's fetch until RetryAfter.
 type previewRateLimited struct{ RetryAfter time.Duration }
 
@@ -301,7 +288,7 @@ func (e *previewRateLimited) Error() string { return "too many URL previews fetc
 
 // getPreviewURL serves GET …/preview_url. Off (the default), the endpoint
 // is not there: 404 M_UNRECOGNIZED, as from a server without it.
-func (a *previews) getPreviewURL(c *gin.Context, sess *storage.Session) {
+func (a *API) getPreviewURL(c *gin.Context, sess *storage.Session) {
 	if !a.media.PreviewsEnabled() {
 		NotFound(c)
 		return
@@ -319,7 +306,9 @@ func (a *previews) getPreviewURL(c *gin.Context, sess *storage.Session) {
 		}
 	}
 	preview, err := a.media.PreviewURL(c.Request.Context(), rawURL, func() error {
-		if ok, retry := a.limit.Allow(string(sess.UserID)); !ok {
+		// Per user, fetches only (rate_limits.url_preview): cached
+		// previews are cheap, fetching pages is not.
+		if ok, retry := a.previewLimit.Allow(string(sess.UserID)); !ok {
 			return &previewRateLimited{RetryAfter: retry}
 		}
 		return nil

@@ -860,13 +860,18 @@ func TestMediaURLPreview(t *testing.T) {
 		srv := hstest.Start(t, testdb.SQLiteURI(t), func(c *config.Config) {
 			c.Media.URLPreview.Enabled = true
 			c.Media.URLPreview.AllowedNetworks = []string{"127.0.0.0/8"}
+			c.RateLimits.URLPreview = config.Default().RateLimits.URLPreview // 20, then 1 per 2 s
 		})
 		alice, bob := srv.NewUser("alice"), srv.NewUser("bob")
+		alice.DefaultHTTPRetries = 0
 		page := func(n int) string { return fmt.Sprintf("%s/post?n=%d", site.URL, n) }
 		// A burst of distinct pages is fetched; the next is refused with
 		// the time to wait, and nothing is fetched for it.
 		n := 0
 		for ; ; n++ {
+			if n == 100 {
+				t.Fatal("100 previews fetched without a limit")
+			}
 			_, err := alice.GetURLPreview(ctx, page(n))
 			if err == nil {
 				continue

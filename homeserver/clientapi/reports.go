@@ -14,7 +14,6 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/homeserver/ratelimit"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
 )
@@ -24,17 +23,13 @@ import (
 // API (/_synapse/admin/v1/event_reports, which synapse-admin shows) and
 // its counterparts for room and user reports.
 
-// reportRateLimit is per reporting user: a handful at once, then one every
-// ten seconds. (Not in the config file yet: rate_limits.report would be.)
-var reportRateLimit = config.RateLimit{PerSecond: 0.1, Burst: 10}
-
 type reports struct {
 	*API
-	limit *ratelimit.Limiter
+	limit *ratelimit.Limiter // per reporting user (rate_limits.report)
 }
 
 func (a *API) registerReports(r gin.IRouter) {
-	rep := &reports{API: a, limit: ratelimit.New(reportRateLimit)}
+	rep := &reports{API: a, limit: ratelimit.New(a.cfg.RateLimits.Report)}
 	for _, prefix := range clientPrefixes {
 		r.POST(prefix+"/rooms/:roomID/report/:eventID", a.authed(rep.postEventReport))
 		r.POST(prefix+"/rooms/:roomID/report", a.authed(rep.postRoomReport))

@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/homeserver/hstest"
 	"github.com/switchboard-im/switchboard/internal/testdb"
 )
@@ -170,7 +171,9 @@ func TestReports(t *testing.T) {
 
 // Reports are rate-limited per reporter: a burst, then 429.
 func TestReportRateLimit(t *testing.T) {
-	srv := hstest.Start(t, testdb.SQLiteURI(t), nil)
+	srv := hstest.Start(t, testdb.SQLiteURI(t), func(c *config.Config) {
+		c.RateLimits.Report = config.Default().RateLimits.Report
+	})
 	alice, bob := srv.NewUser("alice"), srv.NewUser("bob")
 	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
 	if err != nil {

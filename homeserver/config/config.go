@@ -103,6 +103,11 @@ type RateLimitsConfig struct {
 	FailedLogin   RateLimit `yaml:"failed_login"`
 	Register      RateLimit `yaml:"register"`
 	AdminRegister RateLimit `yaml:"admin_register"`
+	// Per user: content reports, URL preview fetches (previews not in the
+	// cache) and space hierarchy requests (each walks the tree).
+	Report     RateLimit `yaml:"report"`
+	URLPreview RateLimit `yaml:"url_preview"`
+	Hierarchy  RateLimit `yaml:"hierarchy"`
 }
 
 type HTTPConfig struct {
@@ -262,6 +267,9 @@ func Default() *Config {
 			FailedLogin:   RateLimit{PerSecond: 0.1, Burst: 5},
 			Register:      RateLimit{PerSecond: 0.2, Burst: 5},
 			AdminRegister: RateLimit{PerSecond: 1, Burst: 10},
+			Report:        RateLimit{PerSecond: 0.1, Burst: 10},
+			URLPreview:    RateLimit{PerSecond: 0.5, Burst: 20},
+			Hierarchy:     RateLimit{PerSecond: 5, Burst: 20},
 		},
 		HTTP: HTTPConfig{
 			MaxBodyBytes:    1 << 20,
@@ -503,6 +511,7 @@ func (c *Config) Validate() error {
 	for name, rl := range map[string]RateLimit{
 		"login": c.RateLimits.Login, "failed_login": c.RateLimits.FailedLogin,
 		"register": c.RateLimits.Register, "admin_register": c.RateLimits.AdminRegister,
+		"report": c.RateLimits.Report, "url_preview": c.RateLimits.URLPreview, "hierarchy": c.RateLimits.Hierarchy,
 	} {
 		if rl.PerSecond < 0 || rl.Burst < 0 || (rl.PerSecond > 0 && rl.Burst == 0) {
 			return keyErr("rate_limits."+name, "per_second and burst must be ≥ 0, and burst ≥ 1 when per_second > 0 (per_second 0 disables the limit)")

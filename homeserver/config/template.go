@@ -87,6 +87,12 @@ rate_limits:
   register: {per_second: {{.RateLimits.Register.PerSecond}}, burst: {{.RateLimits.Register.Burst}}}
   # Shared-secret registration requests per client IP address.
   admin_register: {per_second: {{.RateLimits.AdminRegister.PerSecond}}, burst: {{.RateLimits.AdminRegister.Burst}}}
+  # Content reports per user.
+  report: {per_second: {{.RateLimits.Report.PerSecond}}, burst: {{.RateLimits.Report.Burst}}}
+  # URL preview fetches (previews not already cached) per user.
+  url_preview: {per_second: {{.RateLimits.URLPreview.PerSecond}}, burst: {{.RateLimits.URLPreview.Burst}}}
+  # Space hierarchy requests per user (each walks the space tree).
+  hierarchy: {per_second: {{.RateLimits.Hierarchy.PerSecond}}, burst: {{.RateLimits.Hierarchy.Burst}}}
 
 http:
   # Largest JSON request body accepted (bytes); larger gets 413 M_TOO_LARGE.
