@@ -3,23 +3,28 @@ package homeserver_test
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/switchboard-im/switchboard/homeserver/config"
 	"github.com/switchboard-im/switchboard/homeserver/hstest"
-	"github.com/switchboard-im/switchboard/internal/loopback"
 	"github.com/switchboard-im/switchboard/internal/testdb"
 )
 
 func TestMain(m *testing.M) { testdb.Main(m) }
 
 func TestMetricsOnSeparateListener(t *testing.T) {
-	metricsAddr, err := loopback.FreeAddr()
+	// On another loopback address than the client listener (127.0.0.1:0,
+	// bound after this): the kernel may hand a port just freed here to
+	// that listener.
+	ln, err := net.Listen("tcp", "127.0.0.3:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	metricsAddr := ln.Addr().String()
+	ln.Close()
 	srv := hstest.Start(t, testdb.SQLiteURI(t), func(c *config.Config) {
 		c.Metrics.Enabled = true
 		c.Metrics.Listen = metricsAddr

@@ -55,9 +55,15 @@ type ephemeralBatch struct {
 	// ToDevicePos are the stream positions of ToDevice's messages, deleted
 	// once the appservice acknowledges them.
 	ToDevicePos []int64 `json:"to_device_pos,omitempty"`
+	// The encryption extensions (MSC3202, see e2ee.go).
+	DeviceLists  *deviceLists                                 `json:"device_lists,omitempty"`
+	OTKCounts    map[id.UserID]map[id.DeviceID]map[string]int `json:"otk_counts,omitempty"`
+	FallbackKeys map[id.UserID]map[id.DeviceID][]string       `json:"fallback_keys,omitempty"`
 }
 
-func (b *ephemeralBatch) empty() bool { return len(b.Ephemeral) == 0 && len(b.ToDevice) == 0 }
+func (b *ephemeralBatch) empty() bool {
+	return len(b.Ephemeral) == 0 && len(b.ToDevice) == 0 && b.DeviceLists == nil && len(b.OTKCounts) == 0
+}
 
 // typingEvent, receiptEvent and presenceEvent are the ephemeral events as
 // the spec's transaction carries them: the /sync format, with room_id for

@@ -91,9 +91,9 @@ const (
 // appservice. On SQLite, with its single process, Start takes every lease.
 //
 // An appservice with receive_ephemeral also gets receipts, presence,
-// typing and its users' to-device messages (see ephemeral.go). The
-// encryption extensions (MSC3202 device lists and one-time key counts) are
-// not sent.
+// typing and its users' to-device messages (see ephemeral.go); one with
+// org.matrix.msc3202 device-list changes and its devices' one-time key
+// counts (see e2ee.go).
 type Pusher struct {
 	// MinBackoff and MaxBackoff override the retry waits; set them before
 	// Start (tests shorten them).
@@ -354,6 +354,13 @@ type worker struct {
 	// change; typingSent the serial of the in-flight transaction's typing
 	// (0: it carries none, or was built by an earlier process).
 	typingSeen, typingSent int64
+	// keysSent is the key state of its devices that the appservice has
+	// acknowledged (MSC3202); nil: not known, the next transaction carries
+	// every device. keysRead is when the key state was last read, at
+	// stream position keysCur (see keyChanges).
+	keysSent map[deviceRef]keyState
+	keysRead time.Time
+	keysCur  int64
 
 	mu sync.Mutex
 	st Stat  // snapshot for Stats
@@ -424,10 +431,11 @@ func msTime(ms int64) time.Time {
 
 func (w *worker) run(ctx context.Context) {
 	defer close(w.done)
-	// Subscribe before the first read so no wake-up is missed; typing
-	// changes wake only a worker that sends them.
-	typingWanted := w.wantsTyping()
-	stream, unsubscribe := w.p.n.SubscribeStream(typingWanted)
+	// Subscribe before the first read so no wake-up is missed; typing and
+	// key-count changes (outside the stream) wake only a worker that sends
+	// them.
+	outsideWanted := w.wantsOutside()
+	stream, unsubscribe := w.p.n.SubscribeStream(outsideWanted)
 	defer func() { unsubscribe() }()
 	if w.p.Typing != nil {
 		w.typingSeen = w.p.Typing.Serial()
@@ -436,11 +444,11 @@ func (w *worker) run(ctx context.Context) {
 	renew := time.NewTicker(leaseRenew)
 	defer renew.Stop()
 	for ctx.Err() == nil {
-		if wanted := w.wantsTyping(); wanted != typingWanted {
-			// A reload turned receive_ephemeral on or off.
+		if wanted := w.wantsOutside(); wanted != outsideWanted {
+			// A reload turned receive_ephemeral or MSC3202 on or off.
 			unsubscribe()
-			typingWanted = wanted
-			stream, unsubscribe = w.p.n.SubscribeStream(typingWanted)
+			outsideWanted = wanted
+			stream, unsubscribe = w.p.n.SubscribeStream(outsideWanted)
 			if w.p.Typing != nil {
 				w.typingSeen = w.p.Typing.Serial()
 			}
@@ -480,6 +488,11 @@ func (w *worker) run(ctx context.Context) {
 
 func (w *worker) wantsTyping() bool {
 	return w.p.Typing != nil && w.as.Load().ReceivesEphemeral()
+}
+
+// wantsOutside: the worker sends data that changes outside the stream.
+func (w *worker) wantsOutside() bool {
+	return w.wantsTyping() || w.as.Load().ReceivesE2EE()
 }
 
 // claim ensures this process holds the lease on the queue, renewing it
@@ -536,7 +549,7 @@ func (w *worker) lostLease() {
 	if w.owned {
 		w.log.Info().Msg("Another homeserver process took over pushing to this appservice")
 	}
-	w.owned, w.row = false, nil
+	w.owned, w.row, w.keysSent = false, nil, nil
 	w.update(func(s *Stat) { s.State = StateStandby })
 }
 
@@ -558,7 +571,11 @@ func (w *worker) build(ctx context.Context) (more bool, err error) {
 	if w.wantsTyping() {
 		typingSerial = w.p.Typing.Serial()
 	}
-	if cur <= acked && typingSerial <= w.typingSeen {
+	keys, keysChanged, err := w.keyChanges(ctx, as, cur)
+	if err != nil {
+		return false, err
+	}
+	if cur <= acked && typingSerial <= w.typingSeen && len(keysChanged) == 0 {
 		return false, nil
 	}
 	in := newInterest(w.p.db, as)
@@ -611,6 +628,13 @@ scan:
 				return false, err
 			}
 		}
+	}
+	if as.ReceivesE2EE() {
+		// After the ephemeral data, which may have moved upto back.
+		if eph.DeviceLists, err = gatherDeviceLists(ctx, w.p.db, in, acked, upto); err != nil {
+			return false, err
+		}
+		eph.addKeys(keys, keysChanged)
 	}
 	if len(picked) == 0 && eph.empty() {
 		w.row.AckedPos = upto
@@ -690,30 +714,37 @@ func (w *worker) deliver(ctx context.Context, renew <-chan time.Time) {
 		body.MSC2409Ephemeral = eph.Ephemeral
 	}
 	body.MSC2409ToDevice = eph.ToDevice
+	if as.ReceivesE2EE() {
+		body.MSC3202DeviceLists, body.MSC3202OTKCounts, body.MSC3202FallbackKeys = eph.DeviceLists, eph.OTKCounts, eph.FallbackKeys
+	}
 	start := time.Now()
 	err = w.put(ctx, as, txnID, &body)
 	if ctx.Err() != nil {
 		return // shutting down: the transaction stays in flight for the next start
 	}
 	if err == nil {
-		w.delivered(ctx, txnID, len(events)+len(eph.Ephemeral)+len(eph.ToDevice), eph.ToDevicePos, time.Since(start), renew)
+		if w.delivered(ctx, txnID, len(events)+len(eph.Ephemeral)+len(eph.ToDevice), eph.ToDevicePos, time.Since(start), renew) {
+			w.keysSentWith(&eph)
+		}
 		return
 	}
 	w.failed(ctx, txnID, err, renew)
 }
 
-func (w *worker) delivered(ctx context.Context, txnID int64, n int, toDevice []int64, took time.Duration, renew <-chan time.Time) {
+// delivered records a transaction's acknowledgement; it reports whether
+// it was written.
+func (w *worker) delivered(ctx context.Context, txnID int64, n int, toDevice []int64, took time.Duration, renew <-chan time.Time) bool {
 	now := time.Now()
 	ok, err := w.p.db.AckAppserviceTxn(ctx, w.row.ASID, w.p.owner, txnID, now.UnixMilli(), toDevice)
 	if err != nil {
 		// The appservice has the events; until the acknowledgement is
 		// written they are resent under the same txnId, which it ignores.
 		w.dbError(ctx, err, renew)
-		return
+		return false
 	}
 	if !ok {
 		w.lostLease()
-		return
+		return false
 	}
 	if w.down {
 		w.log.Info().Int("failed_attempts", w.row.Failures).
@@ -728,6 +759,7 @@ func (w *worker) delivered(ctx context.Context, txnID int64, n int, toDevice []i
 	w.persistedAcked, w.down, w.backoff = r.AckedPos, false, 0
 	w.syncStat()
 	w.update(func(s *Stat) { s.Transactions++; s.Events += uint64(n) })
+	return true
 }
 
 func (w *worker) failed(ctx context.Context, txnID int64, sendErr error, renew <-chan time.Time) {
@@ -822,6 +854,10 @@ type txnBody struct {
 	// Synapse still read.
 	MSC2409Ephemeral []json.RawMessage `json:"de.sorunome.msc2409.ephemeral,omitempty"`
 	MSC2409ToDevice  []json.RawMessage `json:"de.sorunome.msc2409.to_device,omitempty"`
+	// MSC3202's unstable keys (e2ee.go), which mautrix-go reads.
+	MSC3202DeviceLists  *deviceLists                                 `json:"org.matrix.msc3202.device_lists,omitempty"`
+	MSC3202OTKCounts    map[id.UserID]map[id.DeviceID]map[string]int `json:"org.matrix.msc3202.device_one_time_keys_count,omitempty"`
+	MSC3202FallbackKeys map[id.UserID]map[id.DeviceID][]string       `json:"org.matrix.msc3202.device_unused_fallback_key_types,omitempty"`
 }
 
 // put sends one transaction; any answer but 2xx is an error.
@@ -877,10 +913,11 @@ func redactURL(s string) string {
 // of its users is joined. Room facts are taken from the current state when
 // the transaction is built and cached for that build.
 type interest struct {
-	db    *storage.DB
-	as    *AppService
-	rooms map[id.RoomID]bool
-	users map[id.UserID]bool // presence interest, by user
+	db     *storage.DB
+	as     *AppService
+	rooms  map[id.RoomID]bool
+	users  map[id.UserID]bool // presence interest, by user
+	joined map[id.RoomID]bool // one of its users is joined (device lists)
 }
 
 func newInterest(db *storage.DB, as *AppService) *interest {

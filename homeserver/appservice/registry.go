@@ -426,7 +426,7 @@ func checkShape(root *yaml.Node) error {
 			if v.Kind != yaml.ScalarNode {
 				return fieldErr(key, "expected a string (line %d)", v.Line)
 			}
-		case "rate_limited", "receive_ephemeral":
+		case "rate_limited", "receive_ephemeral", "org.matrix.msc3202":
 			if !isNull(v) && !isBool(v) {
 				return fieldErr(key, "expected true or false (line %d)", v.Line)
 			}

@@ -65,7 +65,7 @@ func users(ids ...id.UserID) func(context.Context) ([]id.UserID, error) {
 
 func TestLoadAndQueries(t *testing.T) {
 	dir := dataDir(t, map[string]string{
-		"irc.yaml": regYAML("irc", ircNamespaces) + "rate_limited: false\nprotocols: [irc]\nde.sorunome.msc2409.push_ephemeral: true\n",
+		"irc.yaml": regYAML("irc", ircNamespaces) + "rate_limited: false\nprotocols: [irc]\nde.sorunome.msc2409.push_ephemeral: true\norg.matrix.msc3202: true\n",
 		"slack.yaml": regYAML("slack", `  users:
     - exclusive: true
       regex: "@_slack_.*"
@@ -98,6 +98,9 @@ func TestLoadAndQueries(t *testing.T) {
 	}
 	if got := irc.SenderUserID(server); got != "@_irc_bot:example.org" {
 		t.Errorf("SenderUserID = %s", got)
+	}
+	if !irc.ReceivesE2EE() || slack.ReceivesE2EE() {
+		t.Errorf("ReceivesE2EE: irc (org.matrix.msc3202: true) %v, slack (default) %v", irc.ReceivesE2EE(), slack.ReceivesE2EE())
 	}
 	if irc.RateLimited() || !slack.RateLimited() {
 		t.Errorf("RateLimited: irc (false in file) %v, slack (default) %v", irc.RateLimited(), slack.RateLimited())
@@ -215,6 +218,8 @@ func TestValidation(t *testing.T) {
 			file: "appservices/irc.yaml", field: "namespaces.users", want: "expected a list"},
 		{name: "rate_limited not a bool", files: map[string]string{"irc.yaml": irc + "rate_limited: sometimes\n"},
 			file: "appservices/irc.yaml", field: "rate_limited", want: "expected true or false"},
+		{name: "org.matrix.msc3202 not a bool", files: map[string]string{"irc.yaml": irc + "org.matrix.msc3202: please\n"},
+			file: "appservices/irc.yaml", field: "org.matrix.msc3202", want: "expected true or false"},
 		{name: "YAML syntax", files: map[string]string{"irc.yaml": "id: irc\nurl: [\n"},
 			file: "appservices/irc.yaml", want: "line "},
 		{name: "not a mapping", files: map[string]string{"irc.yaml": "- id: irc\n"},

@@ -169,6 +169,15 @@ func (a *API) wakeKeyChange(ctx context.Context, pos int64, userID id.UserID, pu
 	a.notifier.Wake(pos, []id.UserID{userID}, joined)
 }
 
+// wakeKeyCounts tells the appservice pushers that one-time or fallback key
+// counts changed (MSC3202 sends them to appservices; they have no stream
+// position, like typing).
+func (a *API) wakeKeyCounts() {
+	if a.notifier != nil {
+		a.notifier.Wake(0, nil, nil)
+	}
+}
+
 // removeDevices runs remove, which deletes devices of userID, in one
 // transaction with deleting their keys and recording the device-list
 // change, then wakes those who track the user's devices.
@@ -258,6 +267,9 @@ func (a *API) postKeysUpload(c *gin.Context, sess *storage.Session) {
 		return
 	}
 	a.wakeKeyChange(ctx, res.ChangePos, sess.UserID, true)
+	if len(up.OneTimeKeys) > 0 || len(up.FallbackKeys) > 0 {
+		a.wakeKeyCounts()
+	}
 	if _, ok := res.OneTimeKeyCounts[signedCurve25519]; !ok {
 		res.OneTimeKeyCounts[signedCurve25519] = 0
 	}
@@ -663,6 +675,9 @@ func (a *API) postKeysClaim(c *gin.Context, sess *storage.Session) {
 	if err != nil {
 		a.internalError(c, err)
 		return
+	}
+	if len(claimed) > 0 {
+		a.wakeKeyCounts()
 	}
 	keys := map[id.UserID]map[id.DeviceID]map[string]json.RawMessage{}
 	for _, k := range claimed {
