@@ -260,12 +260,7 @@ func (a *API) listPublicRooms(c *gin.Context, req *publicRoomsRequest) {
 // directoryEntry builds a room's directory entry from its current state
 // events (PDUs by type).
 func directoryEntry(r storage.PublicRoom, state map[string][]byte) publicRoomsChunk {
-	str := func(evtType, field string) string {
-		if v := gjson.GetBytes(state[evtType], "content."+field); v.Type == gjson.String {
-			return v.Str
-		}
-		return ""
-	}
+	str := func(evtType, field string) string { return stateContentString(state, evtType, field) }
 	entry := publicRoomsChunk{
 		RoomID:           r.RoomID,
 		Name:             str(event.StateRoomName.Type, "name"),
@@ -283,6 +278,16 @@ func directoryEntry(r storage.PublicRoom, state map[string][]byte) publicRoomsCh
 		entry.AvatarURL = avatar
 	}
 	return entry
+}
+
+// stateContentString is a string field of the content of a room's state
+// event (state: event type → event JSON, as DirectoryState reads it); ""
+// when absent or not a string.
+func stateContentString(state map[string][]byte, evtType, field string) string {
+	if v := gjson.GetBytes(state[evtType], "content."+field); v.Type == gjson.String {
+		return v.Str
+	}
+	return ""
 }
 
 // publicRoomsToken makes an opaque pagination token: the rooms after key

@@ -441,10 +441,7 @@ func validOrder(order string) bool {
 
 // stateString is a string field of one of the room's summary state events.
 func stateString(r *storage.SpaceRoom, evtType, field string) string {
-	if v := gjson.GetBytes(r.State[evtType], "content."+field); v.Type == gjson.String {
-		return v.Str
-	}
-	return ""
+	return stateContentString(r.State, evtType, field)
 }
 
 // roomVersion is the version m.room.create names; "1" when it names none.

@@ -23,6 +23,7 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver/hstest"
 	"github.com/switchboard-im/switchboard/homeserver/storage"
 	"github.com/switchboard-im/switchboard/internal/testdb"
+	"github.com/switchboard-im/switchboard/internal/testpeer"
 )
 
 // searchAvailable reports whether /search works on the database at uri:
@@ -49,10 +50,7 @@ func searchAvailable(t testing.TB, uri string) bool {
 func requireFTS5(t testing.TB, uri string) {
 	t.Helper()
 	if !searchAvailable(t, uri) {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("SQLite lacks FTS5, which /search needs: build with -tags sqlite_fts5 (make test does)")
-		}
-		t.Skip("SQLite lacks FTS5, which /search needs: run with -tags sqlite_fts5 (make test does)")
+		testpeer.Missing(t, "SQLite lacks FTS5, which /search needs: build with -tags sqlite_fts5 (make test does)")
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/switchboard-im/switchboard/homeserver/hstest"
 	"github.com/switchboard-im/switchboard/internal/loopback"
 	"github.com/switchboard-im/switchboard/internal/testdb"
+	"github.com/switchboard-im/switchboard/internal/testpeer"
 )
 
 // TestTurnConfig: every bad value in the turn section is refused naming
@@ -342,13 +343,7 @@ func (s *coturnServer) log() string {
 // test is skipped, or fails when CI=true.
 func startCoturn(t *testing.T, auth ...string) *coturnServer {
 	t.Helper()
-	if _, err := os.Stat(turnserverBinary); err != nil {
-		msg := fmt.Sprintf("coturn is not installed (%s): apt-get install coturn", turnserverBinary)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg + " (CI=true, so this is a failure, not a skip)")
-		}
-		t.Skip(msg + " to run this test")
-	}
+	testpeer.RequireBinary(t, turnserverBinary, "coturn")
 	dir := t.TempDir()
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/switchboard-im/switchboard/homeserver/hstest"
+	"github.com/switchboard-im/switchboard/internal/testpeer"
 )
 
 const (
@@ -76,13 +77,9 @@ var (
 func requireNode(t *testing.T) {
 	t.Helper()
 	nodeOnce.Do(func() { nodePath, nodeProblem = findNode(jsDir()) })
-	if nodeProblem == "" {
-		return
+	if nodeProblem != "" {
+		testpeer.Missing(t, nodeProblem)
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true, so this is a failure, not a skip)", nodeProblem)
-	}
-	t.Skip(nodeProblem)
 }
 
 // findNode returns node's path, or what is wrong with the JS setup.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/pushrules/pushgateway"
@@ -217,11 +218,7 @@ func (s *Service) push(ctx context.Context, p *storage.Pusher, n storage.Notific
 			}
 			return false, nil
 		case outcomeRejected:
-			log.Info().Msg("Push gateway rejected the pushkey; deleting the pusher")
-			if _, err := s.db.DeletePusher(ctx, p.UserID, p.AppID, p.PushKey); err != nil {
-				return false, err
-			}
-			return true, nil
+			return true, s.dropRejected(ctx, p, log)
 		case outcomeFailed:
 			log.Warn().Err(err).Msg("Push gateway refused the notification; dropping it")
 			return false, nil
@@ -268,11 +265,10 @@ func (s *Service) watchReceipts(ctx context.Context) error {
 }
 
 // readReceipts pokes, for a badge update, the pushers of the users whose
-// read receipts moved since the last call.
-func (s *Service) readReceipts(ctx context.Context) error {
-	head, err := s.db.CurrentStreamPos(ctx)
-	if err != nil || head <= s.receiptPos {
-		return err
+// read receipts moved since the last call, up to head.
+func (s *Service) readReceipts(ctx context.Context, head int64) error {
+	if head <= s.receiptPos {
+		return nil
 	}
 	readers, err := s.db.ReadersInRange(ctx, s.receiptPos, head)
 	if err != nil {
@@ -320,14 +316,22 @@ func (s *Service) sendBadge(ctx context.Context, k pusherKey) error {
 	case outcomeSent:
 		s.sentUnread(k, unread)
 	case outcomeRejected:
-		log.Info().Msg("Push gateway rejected the pushkey; deleting the pusher")
-		if _, err := s.db.DeletePusher(ctx, p.UserID, p.AppID, p.PushKey); err != nil {
-			return err
-		}
+		return s.dropRejected(ctx, p, log)
 	default:
 		log.Debug().Err(err).Msg("Badge update not taken by the push gateway; the next notification carries the counts")
 	}
 	return nil
+}
+
+// dropRejected deletes a pusher whose pushkey its gateway rejected.
+func (s *Service) dropRejected(ctx context.Context, p *storage.Pusher, log zerolog.Logger) error {
+	log.Info().Msg("Push gateway rejected the pushkey; deleting the pusher")
+	k := pusherKey{p.UserID, p.AppID, p.PushKey}
+	s.mu.Lock()
+	delete(s.lastUnread, k)
+	s.mu.Unlock()
+	_, err := s.db.DeletePusher(ctx, p.UserID, p.AppID, p.PushKey)
+	return err
 }
 
 // sentUnread records the unread count a pusher was last sent.

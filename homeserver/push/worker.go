@@ -215,9 +215,6 @@ func (s *Service) run(ctx context.Context) {
 					s.log.Debug().Int64("count", n).Msg("Pruned old notifications")
 				}
 			}
-			if err := s.readReceipts(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn().Err(err).Msg("Failed to read receipts for badge updates")
-			}
 			caughtUp, err := s.evaluate(ctx)
 			switch {
 			case ctx.Err() != nil:
@@ -264,6 +261,9 @@ func (s *Service) evaluate(ctx context.Context) (bool, error) {
 	head, err := s.db.CurrentStreamPos(ctx)
 	if err != nil {
 		return false, err
+	}
+	if err := s.readReceipts(ctx, head); err != nil && ctx.Err() == nil {
+		s.log.Warn().Err(err).Msg("Failed to read receipts for badge updates")
 	}
 	if pos >= head {
 		return true, nil

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -14,16 +13,14 @@ import (
 
 	"github.com/switchboard-im/switchboard/homeserver/storage"
 	"github.com/switchboard-im/switchboard/internal/testdb"
+	"github.com/switchboard-im/switchboard/internal/testpeer"
 )
 
 // requireSearch skips (fails under CI) on a SQLite built without FTS5.
 func requireSearch(t *testing.T, db *storage.DB) {
 	t.Helper()
 	if !db.SearchAvailable(ctx) {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("SQLite lacks FTS5: build with -tags sqlite_fts5 (make test does)")
-		}
-		t.Skip("SQLite lacks FTS5: run with -tags sqlite_fts5 (make test does)")
+		testpeer.Missing(t, "SQLite lacks FTS5: build with -tags sqlite_fts5 (make test does)")
 	}
 }
 

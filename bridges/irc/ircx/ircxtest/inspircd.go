@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-im/switchboard/internal/testpeer"
 	"gopkg.in/irc.v3"
 )
 
@@ -92,13 +93,7 @@ func StartInspIRCd(t testing.TB, opts *InspOptions) *InspServer {
 		need = append(need, [2]string{AthemeBinary, "atheme-services"})
 	}
 	for _, n := range need {
-		bin, pkg := n[0], n[1]
-		if _, err := os.Stat(bin); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed (%s): apt-get install %s", pkg, bin, pkg)
-			}
-			t.Skipf("%s is not installed (%s): apt-get install %s to run this test", pkg, bin, pkg)
-		}
+		testpeer.RequireBinary(t, n[0], n[1])
 	}
 	pingFreq := opts.PingFreq
 	if pingFreq <= 0 {

@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-im/switchboard/internal/testpeer"
 	"gopkg.in/irc.v3"
 )
 
@@ -83,12 +84,7 @@ type Options struct {
 // test is skipped, or fails when CI=true.
 func Start(t testing.TB, opts *Options) *Server {
 	t.Helper()
-	if _, err := os.Stat(Binary); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("ngircd is not installed (%s): apt-get install ngircd", Binary)
-		}
-		t.Skipf("ngircd is not installed (%s): apt-get install ngircd to run this test", Binary)
-	}
+	testpeer.RequireBinary(t, Binary, "ngircd")
 	if opts == nil {
 		opts = &Options{}
 	}
